@@ -1,3 +1,46 @@
 """hf-mistral-kit: the Mistral model family on Hugging Face transformers, correct and fast."""
 
 __all__: list[str] = []
+
+# issue 3: models, native checkpoints, auto classes
+from .auto import (  # noqa: E402
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
+from .modeling import (  # noqa: E402
+    KitMistralConfig,
+    KitMistralForCausalLM,
+    KitMistralForSequenceClassification,
+    KitMistralModel,
+    KitMixtralConfig,
+    KitMixtralForCausalLM,
+    KitMixtralForSequenceClassification,
+    KitMixtralModel,
+    register,
+)
+from .native import NativeCheckpointError, convert_checkpoint  # noqa: E402
+from .tiny import tiny_model  # noqa: E402
+
+register()
+__all__ += [
+    "AutoConfig",
+    "AutoModel",
+    "AutoModelForCausalLM",
+    "AutoModelForSequenceClassification",
+    "AutoTokenizer",
+    "KitMistralConfig",
+    "KitMistralForCausalLM",
+    "KitMistralForSequenceClassification",
+    "KitMistralModel",
+    "KitMixtralConfig",
+    "KitMixtralForCausalLM",
+    "KitMixtralForSequenceClassification",
+    "KitMixtralModel",
+    "NativeCheckpointError",
+    "convert_checkpoint",
+    "register",
+    "tiny_model",
+]
