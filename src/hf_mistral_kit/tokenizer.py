@@ -173,7 +173,7 @@ class MistralSentencePieceTokenizer(SentencePieceBackend):
             if not split_special_tokens and chunk in self._added_tokens_encoder:
                 tokens.append(chunk)
             else:
-                tokens.extend(p.piece for p in self._text_pieces(unmark(chunk), at_start=offset == 0))
+                tokens.extend(p.piece for p in self._text_pieces(chunk, at_start=offset == 0))
         return tokens
 
     def encode_with_spans(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
