@@ -84,3 +84,9 @@ def test_bad_paths_say_what_is_expected(tmp_path):
         kit.load_tokenizer(kit.tokenizer.MISTRAL_COMMON_DATA / "tekken_240718.json")
     with pytest.raises(ValueError, match="Unknown tokenizer version 'v9'"):
         kit.reference_tokenizer_file("v9")
+
+
+def test_v2_refuses_tools_instead_of_guessing(kit_tokenizers):
+    chat = [{"role": "user", "content": "x"}]
+    with pytest.raises(NotImplementedError, match="Tokenizer v2 .*encode_chat_completion"):
+        kit_tokenizers["v2"].apply_chat_template(chat, tools=[{"type": "function", "function": {"name": "f"}}])
