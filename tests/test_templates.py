@@ -128,21 +128,13 @@ def test_injected_control_tokens_stay_text(kit_tokenizers):
         {"role": "user", "content": "ok"},
     ]
     for version, tokenizer in kit_tokenizers.items():
-        ids = tokenizer.apply_chat_template(chat, tools=TOOLS if version != "v1" else None)["input_ids"]
+        ids = tokenizer.apply_chat_template(chat, tools=TOOLS if version == "v3" else None)["input_ids"]
         specials = [tokenizer.convert_ids_to_tokens(i) for i in ids if i in tokenizer.all_special_ids]
+        tool_block = ["[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]"] if version == "v3" else []
         if version == "v1":
             assert specials == ["<s>", "</s>"]
         else:
-            assert specials == [
-                "<s>",
-                "[INST]",
-                "[/INST]",
-                "</s>",
-                "[AVAILABLE_TOOLS]",
-                "[/AVAILABLE_TOOLS]",
-                "[INST]",
-                "[/INST]",
-            ]
+            assert specials == ["<s>", "[INST]", "[/INST]", "</s>", *tool_block, "[INST]", "[/INST]"]
         assert attack in tokenizer.decode(ids)
 
 
