@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -113,18 +114,25 @@ class AutoConfig(transformers.AutoConfig):
 # Tokenizer arguments that only matter when downloading or picking a transformers class.
 _IGNORED_TOKENIZER_KWARGS = {*_HUB_KWARGS, "use_fast", "trust_remote_code", "_from_auto"}
 _TOKENIZER_ATTRIBUTES = ("padding_side", "truncation_side", "model_max_length")
+_VERSIONED_SENTENCEPIECE = re.compile(r"^(tokenizer|.*)\.model\.v\d+\w*$")
 
 
 def _is_mistral_tokenizer(path: str | os.PathLike, subfolder: str = "") -> bool:
-    """A Mistral tokenizer file, a directory holding one, or a native checkpoint directory."""
+    """A Mistral tokenizer file, or a directory whose tokenizer is one (native checkpoints included).
+
+    Directories holding Hugging Face tokenizer files go to transformers unless they also hold a versioned Mistral
+    SentencePiece file (`tokenizer.model.v3`, ...), whose exact tokenization and chat template the kit provides.
+    """
     path = Path(path) / subfolder if subfolder else Path(path)
     if path.is_file():
-        return bool(TOKENIZER_FILE_PATTERN.match(path.name)) and path.name != "tokenizer.model"
+        return bool(TOKENIZER_FILE_PATTERN.match(path.name))
     if not path.is_dir():
         return False
-    if native_checkpoint_dir(path) is not None:
+    names = [file.name for file in path.iterdir() if TOKENIZER_FILE_PATTERN.match(file.name)]
+    if any(_VERSIONED_SENTENCEPIECE.match(name) for name in names):
         return True
-    return any(TOKENIZER_FILE_PATTERN.match(file.name) and file.name != "tokenizer.model" for file in path.iterdir())
+    has_hf_files = (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
+    return (bool(names) and not has_hf_files) or native_checkpoint_dir(path) is not None
 
 
 class AutoTokenizer(transformers.AutoTokenizer):
