@@ -253,3 +253,12 @@ def test_conversion_refuses_foreign_weights_and_leaves_no_output(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["classifier"]  # no staging directory left behind
     with pytest.raises(FileExistsError):
         kit.convert_checkpoint(tmp_path / "classifier", tmp_path / "classifier", to="native")
+
+
+def test_device_map_with_disk_offload_works_on_native_checkpoints(mistral_native, tmp_path):
+    model, native_dir = mistral_native
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers": "disk"}
+    device_map |= {"model.norm": "cpu", "lm_head": "cpu"}
+    offloaded = kit.AutoModelForCausalLM.from_pretrained(native_dir, device_map=device_map, offload_folder=tmp_path)
+    assert offloaded.model.layers[0].self_attn.q_proj.weight.device.type == "meta"  # really on disk
+    torch.testing.assert_close(logits(offloaded), logits(model), atol=1e-5, rtol=0)

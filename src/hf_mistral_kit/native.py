@@ -38,7 +38,7 @@ from safetensors import SafetensorError, safe_open
 PARAMS_FILE = "params.json"
 NATIVE_SAFETENSORS = "consolidated.safetensors"
 HF_SAFETENSORS = "model.safetensors"
-# mistral-inference's files; copied along by `convert_checkpoint`.
+# Tokenizer files (Mistral's, and SentencePiece's `tokenizer.model`): copied by `convert_checkpoint`.
 TOKENIZER_FILE_PATTERN = re.compile(r"^(tokenizer\.model(\.v\d+\w*)?|.*\.model\.v\d+\w*|tekken.*\.json)$")
 _SAFETENSORS_SHARD = re.compile(r"^consolidated(\.\d+|-\d+-of-\d+)?\.safetensors$")
 _PTH_SHARD = re.compile(r"^consolidated(\.\d+)?\.pth?$")
@@ -131,6 +131,8 @@ def config_dict_from_params(directory: str | os.PathLike) -> dict[str, Any]:
     }
     moe = params.get("moe")
     if moe is not None:
+        if not isinstance(moe, dict):
+            raise NativeCheckpointError(f"{path}: `moe` must be an object with num_experts and num_experts_per_tok.")
         missing = [name for name in ("num_experts", "num_experts_per_tok") if name not in moe]
         if missing:
             raise NativeCheckpointError(f"{path}: `moe` is missing field(s) {', '.join(map(repr, missing))}.")
