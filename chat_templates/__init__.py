@@ -1,1 +1,1 @@
-"""The chat templates (plain Jinja files in this folder), importable as package data: ``hf_mistral_kit.chat_templates``."""
+"""The chat templates: plain Jinja files in this folder, shipped as ``hf_mistral_kit.chat_templates``."""
