@@ -55,8 +55,8 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, config: Any) -> ModelShape:
-        """From a `PretrainedConfig`, a config dict (HF `config.json` or Mistral's native `params.json`), or a path
-        to either file or to a checkpoint directory holding one."""
+        """From a `PretrainedConfig`, a config dict (HF `config.json` or Mistral's native `params.json`), a path to
+        either file or to a checkpoint directory holding one, or a Hub model id."""
         if isinstance(config, ModelShape):
             return config
         if isinstance(config, (str, os.PathLike)):
@@ -312,6 +312,11 @@ def plan_memory(
 
 
 def _read_config_file(path: str) -> dict:
+    if not os.path.exists(path):
+        from transformers import AutoConfig  # a Hub id: fetch its config.json only
+
+        config = AutoConfig.from_pretrained(path)
+        return {**config.to_dict(), "head_dim": getattr(config, "head_dim", None)}
     if os.path.isdir(path):
         for filename in ("config.json", "params.json"):
             candidate = os.path.join(path, filename)
