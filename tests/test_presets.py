@@ -15,6 +15,7 @@ INT8_SLOW = (
     "preset '4bit' is smaller and faster, 'fp16'/'bf16' faster where they fit."
 )
 NO_CUDA = "no CUDA GPU: the model runs on the CPU."
+CPU_INT8 = "float32 around LLM.int8 on the CPU: bitsandbytes' CPU int8 matmul is fastest with it."
 CPU_FP32 = "float32 on the CPU: half precision only saves memory there and decodes slower without AMX."
 T4_NO_FA2 = "flash_attention_2 needs compute capability >= 8.0; Tesla T4 is 7.5 -> sdpa."
 T4_NO_BF16 = "Tesla T4 (compute capability 7.5) has no native bfloat16 -> float16."
@@ -85,7 +86,7 @@ TABLE = {
             "cpu",
             [
                 NO_CUDA,
-                "float16 on a CPU halves memory but decodes slower than float32 without AMX: preset 'cpu' is faster.",
+                "float16 on a CPU without AMX halves memory but decodes slower than float32 (preset 'cpu').",
             ],
         ),
         "bf16": (
@@ -95,10 +96,10 @@ TABLE = {
             "cpu",
             [
                 NO_CUDA,
-                "bfloat16 on a CPU halves memory but decodes slower than float32 without AMX: preset 'cpu' is faster.",
+                "bfloat16 on a CPU without AMX halves memory but decodes slower than float32 (preset 'cpu').",
             ],
         ),
-        "8bit": (FP32, "sdpa", "int8", "cpu", [NO_CUDA, CPU_FP32, INT8_SLOW]),
+        "8bit": (FP32, "sdpa", "int8", "cpu", [NO_CUDA, CPU_INT8, INT8_SLOW]),
         "4bit": (FP32, "sdpa", "nf4", "cpu", [NO_CUDA, nf4_note("float32", "this CPU has no bf16 instructions")]),
         "fa2": (
             PresetError,
@@ -274,8 +275,15 @@ def test_explicit_preset_that_does_not_fit_names_the_presets_that_do():
         resolve_preset("bf16", Hardware.profile("a100-80gb"), model=MIXTRAL_8X7B)
     assert str(raised.value) == (
         "mistralai/Mixtral-8x7B-v0.1 in preset 'bf16' (bfloat16, 4096 tokens) needs 88.8 GiB but "
-        "NVIDIA A100-SXM4-80GB has 79.5 GiB free: presets that fit: '4bit' (24.6 GiB), '8bit' (45.5 GiB); "
-        "or preset='auto' (offloads to CPU RAM if needed), or a shorter context_length."
+        "NVIDIA A100-SXM4-80GB has 79.5 GiB free: use preset='4bit' (24.6 GiB), preset='8bit' (45.5 GiB), "
+        "preset='auto' (4bit), or a shorter context_length."
+    )
+    with pytest.raises(PresetError) as raised:
+        resolve_preset("4bit", Hardware.profile("cpu", free_memory=20 * GiB, cpu_memory=20 * GiB), model=MIXTRAL_8X7B)
+    assert str(raised.value) == (
+        "mistralai/Mixtral-8x7B-v0.1 in preset '4bit' (NF4 + double quant, float32 compute, 4096 tokens) needs "
+        "26.8 GiB but x86-64 CPU (AVX2) has 20.0 GiB RAM: use offloading to disk with load_model(..., "
+        "device_map='auto', offload_folder='offload'), or a shorter context_length."
     )
     unchecked = resolve_preset("bf16", Hardware.profile("a100-80gb"), model=MIXTRAL_8X7B, check_fit=False)
     assert unchecked.plan.fits is False

@@ -48,7 +48,7 @@ class Preset:
 
     def weight_format(self) -> str:
         """How weights are stored, before the hardware decides between bf16 and fp16."""
-        return _weight_format(self.quantization, {"half": "bf16/fp16"}.get(self.precision, self.precision))
+        return _weight_format(self.quantization, _PRECISION_NAMES[self.precision])
 
 
 PRESETS: dict[str, Preset] = {
@@ -273,17 +273,19 @@ def _dtype(preset: Preset, hardware: Hardware, on_gpu: bool, notes: list[str]) -
     if precision in ("bf16", "fp16"):
         if not hardware.cpu_amx:
             notes.append(
-                f"{_DTYPE_NAMES[_HALF[precision]]} on a CPU halves memory but decodes slower than float32 "
-                "without AMX: preset 'cpu' is faster."
+                f"{_DTYPE_NAMES[_HALF[precision]]} on a CPU without AMX halves memory but decodes slower than "
+                "float32 (preset 'cpu')."
             )
         return _HALF[precision]
     if preset.quantization == "nf4":
         # bitsandbytes' CPU 4-bit kernels run faster in bf16 where the CPU has bf16 instructions.
         return torch.bfloat16 if hardware.cpu_bf16 else torch.float32
-    if preset.quantization is None and hardware.cpu_amx:
+    if preset.quantization == "int8":
+        notes.append("float32 around LLM.int8 on the CPU: bitsandbytes' CPU int8 matmul is fastest with it.")
+        return torch.float32
+    if hardware.cpu_amx:
         notes.append("this CPU has AMX: bfloat16 matmuls are faster than float32 -> bfloat16.")
         return torch.bfloat16
-    # LLM.int8 on CPU and plain half precision without AMX: float32 is faster there.
     notes.append("float32 on the CPU: half precision only saves memory there and decodes slower without AMX.")
     return torch.float32
 
@@ -323,7 +325,7 @@ def _quantization_note(quantization: str, dtype: torch.dtype, hardware: Hardware
 def _resolve_auto(hardware: Hardware, shape: ModelShape | None, context_length: int | None) -> ResolvedPreset:
     ladder = _auto_ladder(hardware)
     if shape is None:
-        preset, offload = ladder[0]
+        preset, _ = ladder[0]
         resolved = _resolve(preset, hardware, None, None, requested="auto")
         note = f"auto -> {preset.name!r}: no model config given, so memory was not checked."
         return dataclasses.replace(resolved, notes=[note, *resolved.notes])
@@ -374,24 +376,34 @@ def _auto_ladder(hardware: Hardware) -> list[tuple[Preset, bool]]:
 def _does_not_fit(resolved: ResolvedPreset, shape: ModelShape, context_length: int) -> str:
     plan = resolved.plan
     hardware = resolved.hardware
-    fitting = []
+    fixes = []
     for name in ("bf16", "fp16", "4bit", "8bit"):
         try:
             alternative = _resolve(PRESETS[name], hardware, shape, context_length)
         except (PresetError, ImportError):
             continue
         if alternative.plan.fits:
-            fitting.append(f"'{name}' ({alternative.plan.total_bytes / GiB:.1f} GiB)")
-    where = "RAM" if resolved.device == "cpu" else "free"
-    fix = f"presets that fit: {', '.join(fitting)}; " if fitting else ""
+            fixes.append(f"preset='{name}' ({alternative.plan.total_bytes / GiB:.1f} GiB)")
+    try:
+        auto = _resolve_auto(hardware, shape, context_length)
+        fixes.append(f"preset='auto' ({auto.preset.name}{' + CPU offload' if auto.offload else ''})")
+    except PresetError:
+        fixes.append("offloading to disk with load_model(..., device_map='auto', offload_folder='offload')")
     return (
         f"{shape.name} in preset {resolved.name!r} ({resolved.weight_format}, {context_length} tokens) needs "
-        f"{plan.total_bytes / GiB:.1f} GiB but {hardware.device_name} has {hardware.free_memory / GiB:.1f} GiB "
-        f"{where}: {fix}or preset='auto' (offloads to CPU RAM if needed), or a shorter context_length."
+        f"{plan.total_bytes / GiB:.1f} GiB but {hardware.device_name} has {plan.available_bytes / GiB:.1f} GiB "
+        f"{'RAM' if resolved.device == 'cpu' else 'free'}: use {', '.join(fixes)}, or a shorter context_length."
     )
 
 
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_PRECISION_NAMES = {
+    "half": "bfloat16/float16",
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "fp32": "float32",
+    "auto": "auto",
+}
 _DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
 
