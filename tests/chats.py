@@ -104,9 +104,12 @@ def reference_ids(tokenizer: MistralTokenizer, messages, tools=None, continue_fi
     """mistral-common's ids for the conversation, or None when mistral-common rejects it."""
     finetuning = messages[-1]["role"] == "assistant" and not continue_final_message
     mode = ValidationMode.finetuning if finetuning else ValidationMode.test
-    tokenizer._chat_completion_request_validator._mode = mode
+    validator = tokenizer._chat_completion_request_validator
+    default_mode, validator._mode = validator._mode, mode
     try:
         request = ChatCompletionRequest.from_openai(messages, tools, continue_final_message=continue_final_message)
         return tokenizer.encode_chat_completion(request).tokens
     except (MistralCommonException, ValueError, AssertionError):
         return None
+    finally:
+        validator._mode = default_mode

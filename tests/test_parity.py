@@ -30,3 +30,10 @@ def test_v1_matches_mistral_common(kit_tokenizers, reference_tokenizers, chat):
 def test_v3_matches_mistral_common(kit_tokenizers, reference_tokenizers, chat):
     messages, tools, prefix = chat
     _check(kit_tokenizers["v3"], reference_tokenizers["v3"], messages, tools, prefix)
+
+
+@PARITY
+@given(conversations())
+def test_v2_without_tools_matches_mistral_common(kit_tokenizers, reference_tokenizers, chat):
+    messages, _, prefix = chat
+    _check(kit_tokenizers["v2"], reference_tokenizers["v2"], messages, None, prefix)

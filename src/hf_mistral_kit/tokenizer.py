@@ -35,7 +35,7 @@ REFERENCE_TOKENIZER_FILES = {
 }
 
 # Which chat template reproduces which tokenizer version. v2 (Mixtral-8x22B's first release) differs from v3 only in
-# tool messages, which the kit does not template: it is loaded with the v3 template and a warning in the docs.
+# how tool calls and results are written: it gets the v3 template and refuses conversations with tools.
 TEMPLATE_FOR_VERSION = {"v1": "mistral_v1", "v2": "mistral_v3", "v3": "mistral_v3"}
 
 # The control tokens of the v2/v3 vocabularies that chat templates write (SentencePiece "control" pieces).
@@ -173,7 +173,7 @@ class MistralSentencePieceTokenizer(SentencePieceBackend):
             if not split_special_tokens and chunk in self._added_tokens_encoder:
                 tokens.append(chunk)
             else:
-                tokens.extend(p.piece for p in self._text_pieces(unmark(chunk), at_start=offset == 0))
+                tokens.extend(p.piece for p in self._text_pieces(chunk, at_start=offset == 0))
         return tokens
 
     def encode_with_spans(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -269,6 +269,12 @@ class MistralSentencePieceTokenizer(SentencePieceBackend):
             raise ValueError("`return_assistant_tokens_mask=True` requires `return_dict=True` and `tokenize=True`")
         is_batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
         conversations = list(conversation) if is_batched else [conversation]
+        uses_tools = tools or any(m.get("role") == "tool" or m.get("tool_calls") for c in conversations for m in c)
+        if self.init_kwargs.get("mistral_version") == "v2" and uses_tools:
+            raise NotImplementedError(
+                "Tokenizer v2 writes tool calls and results differently from v3 and the kit has no v2 tool template; "
+                "encode this conversation with mistral_common's MistralTokenizer.encode_chat_completion."
+            )
         prepared = []
         for chat in conversations:
             chat = normalize_messages(chat)
@@ -386,7 +392,10 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     extra = [t for t in _extra_added_tokens(directory) if vocab.piece_to_id(t) == vocab.unk_id() and t != "<unk>"]
     controls = list(V3_CONTROL_TOKENS) if version != "v1" else []
     tokenizer = MistralSentencePieceTokenizer(
-        vocab_file=str(model_file), legacy=version == "v1", extra_special_tokens=controls + extra
+        vocab_file=str(model_file),
+        legacy=version == "v1",
+        extra_special_tokens=controls + extra,
+        mistral_version=version,
     )
     tokenizer.chat_template = get_chat_template("chatml" if "<|im_start|>" in extra else TEMPLATE_FOR_VERSION[version])
     return tokenizer
