@@ -227,3 +227,11 @@ def test_prepare_for_training_without_quantization(tiny):
     loss = model(**tokenizer(["[INST] hi [/INST] hello"], return_tensors="pt"), labels=None).logits.sum()
     loss.backward()
     assert model.model.layers[0].self_attn.q_proj.weight.grad is not None
+
+
+def test_auto_on_the_detected_machine(tiny, input_ids):
+    path, reference = tiny
+    model, tokenizer = load_model(path)  # preset "auto", Hardware.detect()
+    assert model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token == "<unk>"
+    assert cosine(logits(model, input_ids.to(model.device)).cpu(), logits(reference, input_ids)) > 0.999
