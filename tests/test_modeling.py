@@ -1,9 +1,8 @@
 """Kit Mistral/Mixtral classes: registration, logits parity with transformers, caching, saving, drop-in Auto classes."""
 
 import json
-import sys
-import types
 
+import bitsandbytes as bnb
 import pytest
 import torch
 import transformers
@@ -202,19 +201,11 @@ def test_drop_in_auto_classes_route_by_checkpoint(checkpoint, tmp_path):
     assert type(kit.AutoConfig.from_pretrained(tmp_path)) is LlamaConfig
 
 
-def test_preset_fills_loading_kwargs_and_explicit_ones_win(checkpoint, monkeypatch):
-    _, _, hf_dir, native_dir = checkpoint
-    seen = {}
-
-    def resolve_preset(name, hardware=None, *, model=None, context_length=None):
-        seen.update(name=name, model=model)
-        return types.SimpleNamespace(
-            kwargs={"dtype": torch.bfloat16, "attn_implementation": "eager"}, notes=["stub preset"]
-        )
-
-    monkeypatch.setitem(sys.modules, "hf_mistral_kit.presets", types.SimpleNamespace(resolve_preset=resolve_preset))
-    model = kit.AutoModelForCausalLM.from_pretrained(native_dir, preset="cpu-small", attn_implementation="sdpa")
-    assert seen == {"name": "cpu-small", "model": native_dir}
-    assert model.dtype == torch.bfloat16
-    assert model.config._attn_implementation == "sdpa"
-    assert kit.AutoModelForCausalLM.from_pretrained(hf_dir, preset="cpu-small").dtype == torch.bfloat16
+def test_preset_fills_loading_kwargs_and_explicit_ones_win(checkpoint):
+    kind, _, hf_dir, native_dir = checkpoint
+    quantized = kit.AutoModelForCausalLM.from_pretrained(native_dir, preset="4bit")
+    assert isinstance(quantized.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
+    if kind == "mixtral":
+        assert isinstance(quantized.model.layers[0].mlp.experts[0].w1, bnb.nn.Linear4bit)
+    assert kit.AutoModelForCausalLM.from_pretrained(hf_dir, preset="cpu").dtype == torch.float32
+    assert kit.AutoModelForCausalLM.from_pretrained(hf_dir, preset="cpu", dtype=torch.bfloat16).dtype == torch.bfloat16
