@@ -91,6 +91,15 @@ def test_register_is_idempotent_and_uses_own_model_types(monkeypatch):
     assert type(sequence_classifier.model) is kit.KitMistralModel
 
 
+def test_kit_heads_build_like_upstream(checkpoint):
+    """The kit heads re-implement their upstream `__init__` (to hold the kit base model): nothing may drift."""
+    kind, model, _, _ = checkpoint
+    kit_model = UPSTREAM[kind][2](modeling.to_kit_config(model.config))
+    assert set(vars(kit_model)) == set(vars(model))
+    assert kit_model.state_dict().keys() == model.state_dict().keys()
+    assert isinstance(kit_model, UPSTREAM[kind][1])
+
+
 def test_logits_parity_upstream_kit_and_native(checkpoint):
     kind, model, hf_dir, native_dir = checkpoint
     ids = input_ids()
@@ -209,3 +218,6 @@ def test_preset_fills_loading_kwargs_and_explicit_ones_win(checkpoint):
         assert isinstance(quantized.model.layers[0].mlp.experts[0].w1, bnb.nn.Linear4bit)
     assert kit.AutoModelForCausalLM.from_pretrained(hf_dir, preset="cpu").dtype == torch.float32
     assert kit.AutoModelForCausalLM.from_pretrained(hf_dir, preset="cpu", dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert kit.AutoModelForCausalLM.from_pretrained(native_dir, preset="cpu", context_length=64).dtype == torch.float32
+    with pytest.raises(TypeError, match="context_length only sizes a preset"):
+        kit.AutoModelForCausalLM.from_pretrained(hf_dir, context_length=64)

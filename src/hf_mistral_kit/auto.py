@@ -5,10 +5,10 @@ straight to them. On top of that:
 - Mistral/Mixtral checkpoints, Hugging Face (`model_type` `mistral`/`mixtral`) or native (`params.json`), load into
   the kit classes: native directories load without a converted copy, and Mixtral's experts get quantized under a
   bitsandbytes config (see `hf_mistral_kit.modeling`);
-- `from_pretrained(..., preset="name")` fills loading arguments (`dtype`, `device_map`, `attn_implementation`,
-  `quantization_config`) from `hf_mistral_kit.presets`; arguments passed explicitly win;
-- `AutoTokenizer` loads Mistral tokenizer files (`tokenizer.model.v3`, `tekken.json`, ...) and native directories
-  with `hf_mistral_kit.tokenizer.load_tokenizer`, which sets the matching chat template.
+- `from_pretrained(..., preset="name", context_length=None)` fills loading arguments (`dtype`, `device_map`,
+  `attn_implementation`, `quantization_config`) from `hf_mistral_kit.presets`; arguments passed explicitly win;
+- `AutoTokenizer` loads Mistral tokenizer files (`tokenizer.model.v1`/`v3`, ...), directories holding one and native
+  directories with `hf_mistral_kit.tokenizer.load_tokenizer`, which gives exact ids and the matching chat template.
 """
 
 from __future__ import annotations
@@ -54,12 +54,14 @@ def _kit_config_class(path: str | os.PathLike, kwargs: dict[str, Any]) -> type[P
     return _KIT_CONFIGS.get(config_dict.get("model_type"))
 
 
-def _with_preset(preset: str | None, model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _with_preset(preset: str | None, context_length: int | None, model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     if preset is None:
+        if context_length is not None:
+            raise TypeError("context_length only sizes a preset's memory plan: pass it together with preset=.")
         return kwargs
     from .presets import resolve_preset
 
-    resolved = resolve_preset(preset, model=model)
+    resolved = resolve_preset(preset, model=model, context_length=context_length)
     for note in resolved.notes:
         logger.info("preset %s: %s", preset, note)
     return {**resolved.kwargs, **kwargs}
@@ -70,9 +72,15 @@ class _KitAutoModel:
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, preset: str | None = None, **kwargs
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
+        preset: str | None = None,
+        context_length: int | None = None,
+        **kwargs: Any,
     ):
-        kwargs = _with_preset(preset, kwargs.get("config") or pretrained_model_name_or_path, kwargs)
+        model = kwargs.get("config") or pretrained_model_name_or_path
+        kwargs = _with_preset(preset, context_length, model, kwargs)
         config_class = _kit_config_class(pretrained_model_name_or_path, kwargs)
         if config_class is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
