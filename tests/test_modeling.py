@@ -203,6 +203,14 @@ def test_drop_in_auto_classes_route_by_checkpoint(checkpoint, tmp_path):
     # Config keyword arguments apply to native checkpoints as to HF ones.
     assert kit.AutoModelForCausalLM.from_pretrained(native_dir, sliding_window=2).config.sliding_window == 2
 
+    # An upstream config object is taken over whole, runtime settings included.
+    upstream_config = transformers.AutoConfig.from_pretrained(hf_dir)
+    upstream_config._attn_implementation = "eager"
+    from_config = kit.AutoModelForCausalLM.from_config(upstream_config)
+    assert type(from_config) is UPSTREAM[kind][2] and from_config.config._attn_implementation == "eager"
+    assert type(kit.AutoModelForCausalLM.from_pretrained(hf_dir, config=upstream_config)) is UPSTREAM[kind][2]
+    assert type(upstream_config) is UPSTREAM[kind][0]  # the caller's config is left alone
+
     # Anything else goes to transformers untouched.
     llama = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in SIZES.items() if k != "sliding_window"}))
     llama.save_pretrained(tmp_path)

@@ -12,6 +12,7 @@ The classes are thin subclasses of transformers' own; what they add:
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, ClassVar
 
@@ -119,7 +120,11 @@ def to_kit_config(config: Any) -> KitMistralConfig | KitMixtralConfig:
         return config
     for kit_class in (KitMistralConfig, KitMixtralConfig):
         if config.model_type == kit_class.upstream_model_type:
-            return kit_class.from_dict(config.to_dict())
+            # Same fields, other class: a re-typed copy keeps runtime state `to_dict` drops (attn implementation...).
+            kit_config = copy.deepcopy(config)
+            kit_config.__class__ = kit_class
+            kit_config.__dict__.pop("model_type", None)  # set by `from_dict` on configs read from config.json
+            return kit_config
     raise ValueError(f"Expected a Mistral or Mixtral config, got model_type {config.model_type!r}.")
 
 
