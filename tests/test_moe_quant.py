@@ -123,10 +123,14 @@ def test_per_expert_layout_matches_fused_experts_exactly(reference, checkpoints,
         torch.testing.assert_close(model(ids).last_hidden_state, expected, atol=1e-5, rtol=0)
 
 
-def test_unquantized_kit_mixtral_keeps_fused_experts(checkpoints):
-    model = kit.AutoModelForCausalLM.from_pretrained(checkpoints["per_expert"])
+@pytest.mark.parametrize("layout", ["fused", "per_expert", "native"])
+def test_unquantized_kit_mixtral_keeps_fused_experts(reference, checkpoints, layout):
+    # The kit model type has Mixtral's conversion mapping too: per-expert checkpoints fill the fused experts.
+    model, loading_info = kit.AutoModelForCausalLM.from_pretrained(checkpoints[layout], output_loading_info=True)
+    assert not any(loading_info.values()), loading_info
     assert type(model.model) is KitMixtralModel
     assert model.model.layers[0].mlp.experts.gate_up_proj.ndim == 3
+    assert torch.equal(model.model.layers[1].mlp.experts.down_proj, reference.model.layers[1].mlp.experts.down_proj)
 
 
 def test_sequence_classifier_quantizes_experts_too(checkpoints):
