@@ -24,7 +24,6 @@ OPENORCA_ADDED_TOKENS = {"<|im_end|>": 32000, "<|im_start|>": 32001}
 
 
 def run(args: argparse.Namespace) -> int:
-    conversations = read_conversations(args.file)
     tokenizer, tokenizer_file = None, None
     if args.tokenizer:
         tokenizer, tokenizer_file = _user_tokenizer(args.tokenizer)
@@ -37,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.continue_final_message and args.add_generation_prompt:
         raise CLIError("--continue-final-message and --add-generation-prompt exclude each other.")
     reference = _reference(tokenizer, tokenizer_file) if args.check else None
+    conversations = read_conversations(args.file)
 
     for number, (messages, tools) in enumerate(conversations, start=1):
         where = f"conversation {number}" if len(conversations) > 1 else "the conversation"
@@ -92,7 +92,7 @@ def _template_tokenizer(template: str) -> tuple[Any, Path]:
 def _reference(tokenizer: Any, tokenizer_file: Path | None):
     """mistral-common's tokenizer for the same file (ChatML and tokenizer-less directories have none)."""
     if tokenizer.chat_template == get_chat_template("chatml"):
-        raise CLIError("--check compares with mistral-common, has no ChatML; use mistral_v1 or mistral_v3.")
+        raise CLIError("--check compares with mistral-common, which has no ChatML: use mistral_v1 or mistral_v3.")
     if tokenizer_file is None or not tokenizer_file.is_file():
         raise CLIError("--check needs a Mistral SentencePiece file (tokenizer.model, tokenizer.model.v3 ...).")
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
