@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -66,21 +67,23 @@ def assert_user_error(result: subprocess.CompletedProcess, code: int, message: s
 # --- the command itself -----------------------------------------------------------------------------------------
 
 
-def test_console_script_and_module_give_help_for_every_subcommand(cli_env):
+def test_console_script_and_module_give_help_for_every_subcommand(cli_env, capsys):
     assert SCRIPT.is_file()
     top = cli("--help", env=cli_env)
     assert top.returncode == 0
-    for command in ("demo", "chat", "render", "doctor", "plan", "convert"):
-        assert command in top.stdout
-        result = cli(command, "--help", env=cli_env)
-        assert result.returncode == 0 and result.stdout.startswith(f"usage: hf-mistral-kit {command}")
-        assert "exit codes:" in result.stdout
     for code in ExitCode:
         assert f"{int(code):>3}  " in top.stdout
     module = subprocess.run(
         [sys.executable, "-m", "hf_mistral_kit", "--version"], env=cli_env, capture_output=True, text=True
     )
     assert module.returncode == 0 and module.stdout.strip() == f"hf-mistral-kit {version('hf-mistral-kit')}"
+    for command in ("demo", "chat", "render", "doctor", "plan", "convert"):  # argparse alone: in-process is enough
+        assert command in top.stdout
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--help"])
+        assert exited.value.code == 0
+        help_text = capsys.readouterr().out
+        assert help_text.startswith(f"usage: hf-mistral-kit {command}") and "exit codes:" in help_text
 
 
 def test_no_subcommand_and_bad_arguments_are_usage_errors(cli_env):
@@ -197,7 +200,7 @@ def test_render_check_fails_when_mistral_common_disagrees(cli_env, monkeypatch, 
         return tokenizer, model_file
 
     monkeypatch.setattr(render_command, "_template_tokenizer", edited)
-    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO(json.dumps(CHAT)))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(CHAT)))
     assert main(["render", "--check", "-"]) == ExitCode.MISMATCH
     error = capsys.readouterr().err
     assert "differs from mistral-common at token" in error
@@ -226,8 +229,11 @@ def test_render_check_fails_when_mistral_common_disagrees(cli_env, monkeypatch, 
     ],
     ids=["json", "jsonl", "mixed", "role", "jsonl-role", "content", "empty-list", "no-messages", "blank", "no-tools"],
 )
-def test_render_bad_input_names_the_problem(stdin, message, cli_env):
-    assert_user_error(cli("render", "-", input=stdin, env=cli_env), ExitCode.USAGE, message)
+def test_render_bad_input_names_the_problem(stdin, message, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    assert main(["render", "-"]) == ExitCode.USAGE
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("hf-mistral-kit render: error: ") and message in error
 
 
 def test_render_missing_files_and_bad_options(cli_env, tmp_path):
