@@ -1,0 +1,158 @@
+"""`load_model`: a Mistral checkpoint loaded with a preset, plus a tokenizer ready for batched generation.
+
+What it fixes over a bare `from_pretrained` + `AutoTokenizer`:
+- the preset's dtype/quantization/attention/placement, resolved against the hardware (see `presets`);
+- a pad token that is not EOS: Mistral's tokenizers have none, and the usual `pad_token = eos_token` makes
+  fine-tuning mask every EOS label, so the model never learns to stop. A dedicated `<pad>` is used where the
+  vocabulary has one, else `<unk>` (id 0), which Mistral's byte-fallback tokenizers never produce from text;
+- `padding_side="left"` so batched generation continues each prompt from its last token (flash_attention_2
+  refuses right padding there); `prepare_for_training=True` switches to right padding, as trainers expect;
+- the tokenizer's exact Mistral chat template (`load_tokenizer`), and a generation config that knows the pad
+  token, stops at the template's end-of-turn token and does not stop at transformers' 20-token default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .hardware import Hardware
+from .presets import Preset, resolve_preset
+from .tokenizer import load_tokenizer
+
+__all__ = ["load_model"]
+
+logger = logging.getLogger(__name__)
+
+# Used when a checkpoint's generation config sets no length at all (transformers would stop at 20 tokens).
+DEFAULT_MAX_NEW_TOKENS = 512
+
+# Turn-closing tokens a chat template may use instead of EOS.
+END_OF_TURN_TOKENS = ("<|im_end|>",)
+
+# Non-reentrant checkpointing: the reentrant default is deprecated in torch and needs inputs that require grad.
+_CHECKPOINTING_KWARGS = {"use_reentrant": False}
+
+_TOKENIZER_FILES = ["*.json", "tokenizer.model*", "*.model.v*"]
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    preset: str | Preset = "auto",
+    *,
+    hardware: Hardware | None = None,
+    context_length: int | None = None,
+    prepare_for_training: bool = False,
+    **overrides: Any,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a model and its tokenizer with a preset ("auto", "bf16", "fp16", "4bit", "8bit", "fa2", "sdpa", "cpu").
+
+    Keyword `overrides` go to `from_pretrained` and win over the preset (e.g. `device_map="auto"`, which also
+    skips the preset's fit check). `context_length` is what memory is planned for (default 4096).
+    `prepare_for_training=True` readies the model for (Q)LoRA: with a 4-bit/8-bit preset it runs peft's
+    `prepare_model_for_kbit_training` (frozen base, fp32 norms/embeddings, gradient checkpointing); otherwise it
+    enables gradient checkpointing and input gradients. Either way the cache is off and padding is on the right.
+    The preset's notes are logged at INFO level by `hf_mistral_kit.loading`.
+    """
+    local_dir = _local_dir(name_or_path)
+    resolved = resolve_preset(
+        preset,
+        hardware,
+        model=local_dir,
+        context_length=context_length,
+        check_fit="device_map" not in overrides,
+    )
+    for note in resolved.notes:
+        logger.info("%s: %s", Path(name_or_path).name, note)
+    kwargs = {**resolved.kwargs, **overrides}
+    if "device_map" in overrides and "max_memory" not in overrides:
+        kwargs.pop("max_memory", None)
+
+    model = _model_class().from_pretrained(name_or_path, **kwargs)
+    tokenizer = load_tokenizer(local_dir)
+
+    set_pad_token(tokenizer, model)
+    tokenizer.padding_side = "right" if prepare_for_training else "left"
+    _configure_generation(model, tokenizer)
+    if prepare_for_training:
+        _prepare_for_training(model)
+    return model, tokenizer
+
+
+def _model_class():
+    """The one place that names the model class."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM
+
+
+def _local_dir(name_or_path: str | os.PathLike) -> Path:
+    """A local directory with the checkpoint's config and tokenizer files (Hub ids fetch just those)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(name_or_path), allow_patterns=_TOKENIZER_FILES))
+
+
+def set_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | None = None) -> str:
+    """Give `tokenizer` a pad token that is not EOS (see the module docstring) and tell `model`'s config.
+
+    Keeps an existing non-EOS pad token; else uses `<pad>`/`[PAD]` if in the vocabulary, else `<unk>`; only a
+    vocabulary with none of these gets a new `<pad>` token, and then `model`'s embeddings are resized.
+    Returns the pad token.
+    """
+    eos_id = tokenizer.eos_token_id
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == eos_id:
+        vocab = tokenizer.get_vocab()
+        candidates = [token for token in ("<pad>", "[PAD]") if token in vocab]
+        if tokenizer.unk_token is not None:
+            candidates.append(tokenizer.unk_token)
+        usable = [token for token in candidates if tokenizer.convert_tokens_to_ids(token) != eos_id]
+        if usable:
+            tokenizer.pad_token = usable[0]
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
+            if model is not None:
+                model.resize_token_embeddings(len(tokenizer))
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer.pad_token
+
+
+def _configure_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    config = model.generation_config
+    config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.bos_token_id is not None:
+        config.bos_token_id = tokenizer.bos_token_id
+    stop_ids = [tokenizer.eos_token_id]
+    template = tokenizer.chat_template or ""
+    vocab = tokenizer.get_vocab()
+    stop_ids += [vocab[token] for token in END_OF_TURN_TOKENS if token in template and token in vocab]
+    config.eos_token_id = stop_ids[0] if len(stop_ids) == 1 else stop_ids
+    if config.max_length is None and config.max_new_tokens is None:
+        config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+
+
+def _prepare_for_training(model: PreTrainedModel) -> None:
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        try:
+            from peft import prepare_model_for_kbit_training
+        except ImportError as error:
+            raise ImportError(
+                "prepare_for_training=True with a quantized preset needs peft: pip install 'hf-mistral-kit[peft]'."
+            ) from error
+        prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=_CHECKPOINTING_KWARGS
+        )
+    else:
+        # `activation_checkpointing_enable` is the 5.x name; older 5.x releases only have the deprecated one.
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable(_CHECKPOINTING_KWARGS)
+        model.enable_input_require_grads()
+    model.config.use_cache = False

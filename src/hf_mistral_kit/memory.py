@@ -1,0 +1,351 @@
+"""How much memory a Mistral/Mixtral model needs in a given preset, from its config alone (no weights).
+
+Parameter counts are closed-form from the config; quantized sizes follow bitsandbytes' storage exactly (NF4: two
+weights per byte plus one absmax per 64-weight block, itself 8-bit with double quantization; LLM.int8: one byte per
+weight plus one float32 scale per output row). bitsandbytes quantizes the decoder's linear layers only: embeddings,
+`lm_head`, norms and the Mixtral router stay in the compute dtype. The KV cache is
+layers x kv heads x head_dim x 2 (K and V) x dtype bytes per token, capped by the sliding window when there is one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .hardware import GiB, Hardware
+
+if TYPE_CHECKING:
+    from .presets import Preset, ResolvedPreset
+
+__all__ = ["MemoryPlan", "ModelShape", "plan_memory"]
+
+NF4_BLOCKSIZE = 64  # weights per absmax (bitsandbytes' 4-bit default, not configurable through transformers)
+NESTED_BLOCKSIZE = 256  # absmax values per float32 scale with double quantization
+NF4_TABLE_BYTES = 16 * 4  # the 16-entry float32 NF4 code table stored with every weight
+NESTED_TABLE_BYTES = 256 * 4 + 4  # the 8-bit code table and offset for the quantized absmax
+
+# Peak bytes beyond weights, KV cache and activations: cuBLAS/attention workspaces and allocator slack on a GPU;
+# the Python/torch runtime on a CPU.
+CUDA_OVERHEAD_BYTES = 512 * 2**20
+CPU_OVERHEAD_BYTES = 1 * GiB
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers of a Mistral-family config that decide its size. `num_experts == 0` means a dense MLP."""
+
+    name: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    num_experts: int = 0
+    experts_per_token: int = 0
+    tie_word_embeddings: bool = False
+    sliding_window: int | None = None
+    max_position_embeddings: int | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> ModelShape:
+        """From a `PretrainedConfig`, a config dict (HF `config.json` or Mistral's native `params.json`), a path to
+        either file or to a checkpoint directory holding one, or a Hub model id."""
+        if isinstance(config, ModelShape):
+            return config
+        if isinstance(config, (str, os.PathLike)):
+            return cls.from_config(_read_config_file(os.fspath(config)))
+        if not isinstance(config, Mapping):
+            if not hasattr(config, "to_dict"):
+                raise TypeError(f"expected a PretrainedConfig, a config dict or a path, got {type(config).__name__}")
+            config = {**config.to_dict(), "head_dim": getattr(config, "head_dim", None)}
+        if "dim" in config and "n_layers" in config:
+            return _shape_from_params_json(config)
+        hidden = config["hidden_size"]
+        heads = config["num_attention_heads"]
+        return cls(
+            name=config.get("_name_or_path") or config.get("model_type") or "model",
+            vocab_size=config["vocab_size"],
+            hidden_size=hidden,
+            intermediate_size=config["intermediate_size"],
+            num_layers=config["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=config.get("num_key_value_heads") or heads,
+            head_dim=config.get("head_dim") or hidden // heads,
+            num_experts=config.get("num_local_experts") or 0,
+            experts_per_token=config.get("num_experts_per_tok") or 0,
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            sliding_window=config.get("sliding_window"),
+            max_position_embeddings=config.get("max_position_embeddings"),
+        )
+
+    def linear_shapes(self) -> list[tuple[int, int, int]]:
+        """(out_features, in_features, count) of one decoder layer's linear weights: what bitsandbytes quantizes."""
+        q_dim = self.num_heads * self.head_dim
+        kv_dim = self.num_kv_heads * self.head_dim
+        experts = max(self.num_experts, 1)
+        return [
+            (q_dim, self.hidden_size, 1),  # q_proj
+            (kv_dim, self.hidden_size, 2),  # k_proj, v_proj
+            (self.hidden_size, q_dim, 1),  # o_proj
+            (self.intermediate_size, self.hidden_size, 2 * experts),  # gate_proj/up_proj (w1/w3) per expert
+            (self.hidden_size, self.intermediate_size, experts),  # down_proj (w2) per expert
+        ]
+
+    def layer_unquantized_parameters(self) -> int:
+        """Parameters of one decoder layer that stay unquantized: two RMSNorms and the MoE router."""
+        return 2 * self.hidden_size + self.num_experts * self.hidden_size
+
+    def embedding_parameters(self) -> int:
+        """Token embeddings, `lm_head` (unless tied) and the final norm: always in the compute dtype."""
+        lm_head = 0 if self.tie_word_embeddings else self.vocab_size * self.hidden_size
+        return self.vocab_size * self.hidden_size + lm_head + self.hidden_size
+
+    def parameter_count(self) -> int:
+        linear = sum(out * inp * count for out, inp, count in self.linear_shapes())
+        return self.embedding_parameters() + self.num_layers * (linear + self.layer_unquantized_parameters())
+
+    def kv_bytes_per_token(self, dtype_bytes: int) -> int:
+        return self.num_layers * self.num_kv_heads * self.head_dim * 2 * dtype_bytes
+
+    def layer_bytes(self, quantization: str | None, double_quant: bool, dtype_bytes: int) -> int:
+        """Bytes of one decoder layer stored as bitsandbytes stores it."""
+        linear = sum(
+            count * _linear_bytes(out, inp, quantization, double_quant, dtype_bytes)
+            for out, inp, count in self.linear_shapes()
+        )
+        return linear + self.layer_unquantized_parameters() * dtype_bytes
+
+
+def _linear_bytes(out: int, inp: int, quantization: str | None, double_quant: bool, dtype_bytes: int) -> int:
+    n = out * inp
+    if quantization is None:
+        return n * dtype_bytes
+    if quantization == "int8":
+        return n + out * 4  # int8 weight + float32 row scale (SCB)
+    if quantization == "nf4":
+        blocks = math.ceil(n / NF4_BLOCKSIZE)
+        if not double_quant:
+            return math.ceil(n / 2) + blocks * 4 + NF4_TABLE_BYTES
+        return (
+            math.ceil(n / 2) + blocks + math.ceil(blocks / NESTED_BLOCKSIZE) * 4 + NF4_TABLE_BYTES + NESTED_TABLE_BYTES
+        )
+    raise ValueError(f"unknown quantization {quantization!r}; expected None, 'int8' or 'nf4'")
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes a model needs in one preset. `fits` is None without a `Hardware` to check against.
+
+    With CPU offload (`offloaded_layers > 0`), those decoder layers live in CPU RAM unquantized
+    (`offloaded_bytes`) and the rest of `total_bytes` must fit the device.
+    """
+
+    model: str
+    preset: str
+    weight_format: str
+    parameters: int
+    context_length: int
+    batch_size: int
+    weights_bytes: int
+    kv_cache_bytes: int
+    activation_bytes: int
+    overhead_bytes: int
+    hardware: Hardware | None = None
+    on_cpu: bool = False
+    offloaded_layers: int = 0
+    offloaded_bytes: int = 0
+    layer_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.activation_bytes + self.overhead_bytes
+
+    @property
+    def device_bytes(self) -> int:
+        """What must fit on the device (GPU, or RAM on CPU) after offloading."""
+        return self.total_bytes - self.offloaded_layers * self.layer_bytes
+
+    @property
+    def available_bytes(self) -> int | None:
+        """Free memory where the model runs: the GPU's, or RAM for a CPU plan."""
+        if self.hardware is None:
+            return None
+        return self.hardware.cpu_memory if self.on_cpu else self.hardware.free_memory
+
+    @property
+    def fits(self) -> bool | None:
+        if self.hardware is None:
+            return None
+        return self.device_bytes <= self.available_bytes and self.offloaded_bytes <= _offload_budget(self.hardware)
+
+    def __str__(self) -> str:
+        rows = [
+            ("weights", self.weights_bytes),
+            ("KV cache", self.kv_cache_bytes),
+            ("activations (est.)", self.activation_bytes),
+            ("overhead (est.)", self.overhead_bytes),
+            ("total", self.total_bytes),
+        ]
+        if self.offloaded_layers:
+            rows += [
+                (f"on device ({self.offloaded_layers} layers offloaded)", self.device_bytes),
+                ("offloaded to CPU RAM", self.offloaded_bytes),
+            ]
+        if self.hardware is not None:
+            rows.append(("available", self.available_bytes))
+        width = max(len(label) for label, _ in rows)
+        lines = [
+            f"{self.model}: {self.parameters / 1e9:.2f}B parameters, preset {self.preset!r} ({self.weight_format}), "
+            f"{self.context_length} tokens x batch {self.batch_size}",
+            f"{'':{width}}  {'GB':>9}  {'GiB':>9}",
+        ]
+        lines += [f"{label:{width}}  {value / 1e9:9.2f}  {value / GiB:9.2f}" for label, value in rows]
+        if self.hardware is not None:
+            lines.append(f"{'fits':{width}}  {'yes' if self.fits else 'no'} on {self.hardware.describe()}")
+        return "\n".join(lines)
+
+
+def estimate(
+    shape: ModelShape,
+    *,
+    preset: str,
+    weight_format: str,
+    quantization: str | None,
+    double_quant: bool,
+    dtype_bytes: int,
+    context_length: int,
+    batch_size: int = 1,
+    hardware: Hardware | None = None,
+    on_cpu: bool = False,
+    offload: bool = False,
+) -> MemoryPlan:
+    """The plan for one concrete format. With `offload`, as many decoder layers as fit stay on the GPU and the rest
+    go to CPU RAM unquantized (what `device_map="auto"` does with bitsandbytes' CPU offload)."""
+    layer_bytes = shape.layer_bytes(quantization, double_quant, dtype_bytes)
+    weights = shape.embedding_parameters() * dtype_bytes + shape.num_layers * layer_bytes
+    cached_tokens = min(context_length, shape.sliding_window or context_length)
+    kv_cache = batch_size * cached_tokens * shape.kv_bytes_per_token(dtype_bytes)
+    plan = MemoryPlan(
+        model=shape.name,
+        preset=preset,
+        weight_format=weight_format,
+        parameters=shape.parameter_count(),
+        context_length=context_length,
+        batch_size=batch_size,
+        weights_bytes=weights,
+        kv_cache_bytes=kv_cache,
+        activation_bytes=_activation_bytes(shape, context_length * batch_size, batch_size, dtype_bytes),
+        overhead_bytes=CPU_OVERHEAD_BYTES if on_cpu else CUDA_OVERHEAD_BYTES,
+        hardware=hardware,
+        on_cpu=on_cpu,
+        layer_bytes=layer_bytes,
+    )
+    if not offload or hardware is None:
+        return plan
+    spare = hardware.free_memory - (plan.total_bytes - shape.num_layers * layer_bytes)
+    on_gpu = max(0, min(shape.num_layers, spare // layer_bytes))
+    offloaded = shape.num_layers - on_gpu
+    unquantized_layer = shape.layer_bytes(None, False, dtype_bytes)
+    return dataclasses.replace(plan, offloaded_layers=offloaded, offloaded_bytes=offloaded * unquantized_layer)
+
+
+def _activation_bytes(shape: ModelShape, tokens: int, batch_size: int, dtype_bytes: int) -> int:
+    """Peak transient memory while prefilling all tokens in one pass (an estimate): one decoder layer's hidden
+    states, q/k/v and MLP intermediates (top-k experts for MoE), plus float32 logits for the last position."""
+    experts = shape.experts_per_token or 1
+    q_kv = (shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim
+    per_token = 2 * shape.hidden_size + q_kv + 3 * experts * shape.intermediate_size
+    return tokens * per_token * dtype_bytes + batch_size * shape.vocab_size * 4
+
+
+def _offload_budget(hardware: Hardware) -> int:
+    """CPU RAM usable for offloaded weights: what is free, minus the runtime itself."""
+    return hardware.cpu_memory - CPU_OVERHEAD_BYTES
+
+
+def plan_memory(
+    config_or_path: Any,
+    preset: str | Preset | ResolvedPreset,
+    *,
+    context_length: int,
+    batch_size: int = 1,
+    hardware: Hardware | None = None,
+) -> MemoryPlan:
+    """Memory needed by a model (config, config dict, or path) in a preset, for `context_length` tokens per sequence.
+
+    With `hardware`, the preset is resolved against it (so 'half' becomes bf16 or fp16, impossible presets raise)
+    and `fits` answers; without, `fits` is None. 'auto' needs hardware, since it picks by what fits.
+    """
+    # presets imports this module (auto plans with it), so it is imported here.
+    from .presets import PRESETS, Preset, ResolvedPreset, resolve_preset
+
+    shape = ModelShape.from_config(config_or_path)
+    if isinstance(preset, ResolvedPreset):
+        return preset.plan_for(shape, context_length=context_length, batch_size=batch_size, hardware=hardware)
+    name = preset.name if isinstance(preset, Preset) else preset
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if hardware is not None:
+        resolved = resolve_preset(preset, hardware, model=shape, context_length=context_length, check_fit=False)
+        return resolved.plan_for(shape, context_length=context_length, batch_size=batch_size, hardware=hardware)
+    static = PRESETS[name]
+    if static.precision == "auto":
+        raise ValueError("preset 'auto' depends on the hardware: pass hardware=Hardware.detect() (or a profile)")
+    return estimate(
+        shape,
+        preset=name,
+        weight_format=static.weight_format(),
+        quantization=static.quantization,
+        double_quant=static.quantization == "nf4",
+        dtype_bytes=4 if static.precision == "fp32" else 2,
+        context_length=context_length,
+        batch_size=batch_size,
+        on_cpu=static.device == "cpu",
+    )
+
+
+def _read_config_file(path: str) -> dict:
+    if not os.path.exists(path):
+        from transformers import AutoConfig  # a Hub id: fetch its config.json only
+
+        config = AutoConfig.from_pretrained(path)
+        return {**config.to_dict(), "head_dim": getattr(config, "head_dim", None)}
+    if os.path.isdir(path):
+        for filename in ("config.json", "params.json"):
+            candidate = os.path.join(path, filename)
+            if os.path.isfile(candidate):
+                path = candidate
+                break
+        else:
+            raise FileNotFoundError(f"{path} has neither config.json nor params.json")
+    with open(path) as f:
+        config = json.load(f)
+    config.setdefault("_name_or_path", os.path.basename(os.path.dirname(os.path.abspath(path))))
+    return config
+
+
+def _shape_from_params_json(params: Mapping) -> ModelShape:
+    """Mistral's native `params.json` (mistral-inference naming)."""
+    moe = params.get("moe") or {}
+    heads = params["n_heads"]
+    return ModelShape(
+        name=params.get("_name_or_path", "mistral (params.json)"),
+        vocab_size=params["vocab_size"],
+        hidden_size=params["dim"],
+        intermediate_size=params["hidden_dim"],
+        num_layers=params["n_layers"],
+        num_heads=heads,
+        num_kv_heads=params.get("n_kv_heads") or heads,
+        head_dim=params.get("head_dim") or params["dim"] // heads,
+        num_experts=moe.get("num_experts", 0),
+        experts_per_token=moe.get("num_experts_per_tok", 0),
+        tie_word_embeddings=bool(params.get("tied_embeddings", False)),
+        sliding_window=params.get("sliding_window"),
+    )

@@ -1,0 +1,237 @@
+"""Real loads of tiny random Mistral checkpoints on this CPU, one per preset the CPU supports."""
+
+import json
+import shutil
+
+import bitsandbytes as bnb
+import bitsandbytes.functional as bnbf
+import pytest
+import torch
+from transformers import MistralConfig, MistralForCausalLM
+
+from hf_mistral_kit import Hardware, PresetError, get_chat_template, load_model, load_tokenizer, plan_memory
+from hf_mistral_kit import reference_tokenizer_file as tokenizer_file
+from hf_mistral_kit.loading import set_pad_token
+
+CPU = Hardware.profile("cpu")  # 32 GiB, AVX2 without bf16: deterministic choices whatever box runs the tests
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def save_tiny_mistral(path, vocab_size=32000, seed=0):
+    torch.manual_seed(seed)
+    config = MistralConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    model = MistralForCausalLM(config).eval()
+    model.save_pretrained(path)
+    shutil.copy(tokenizer_file("v1"), path / "tokenizer.model")
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-mistral")
+    return path, save_tiny_mistral(path)
+
+
+@pytest.fixture(scope="module")
+def input_ids():
+    return load_tokenizer(tokenizer_file("v1"))("[INST] Hello, how are you? [/INST]", return_tensors="pt").input_ids
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits.float()
+
+
+def cosine(a, b):
+    return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+
+
+def stored_weight_bytes(model):
+    """Bytes the loaded weights really take, bitsandbytes' quantization state included."""
+    total = 0
+    for param in model.parameters():
+        total += param.numel() * param.element_size()
+        state = getattr(param, "quant_state", None)
+        if state is not None:
+            tensors = [state.absmax, state.code]
+            if state.nested:
+                tensors += [state.state2.absmax, state.state2.code, state.offset]
+            total += sum(t.numel() * t.element_size() for t in tensors)
+        if getattr(param, "SCB", None) is not None:
+            total += param.SCB.numel() * param.SCB.element_size()
+    return total
+
+
+@pytest.mark.parametrize("preset", ["cpu", "sdpa", "auto"])
+def test_float32_presets_match_the_reference(tiny, input_ids, preset):
+    path, reference = tiny
+    model, _ = load_model(path, preset, hardware=CPU)
+    assert model.dtype == torch.float32 and model.config._attn_implementation == "sdpa"
+    assert model.device.type == "cpu"
+    torch.testing.assert_close(logits(model, input_ids), logits(reference, input_ids), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_half_precision_on_cpu(tiny, input_ids, preset, dtype):
+    path, reference = tiny
+    model, _ = load_model(path, preset, hardware=CPU)
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    assert cosine(logits(model, input_ids), logits(reference, input_ids)) > 0.999
+    assert stored_weight_bytes(model) == plan_memory(path, preset, context_length=1, hardware=CPU).weights_bytes
+
+
+@pytest.mark.parametrize(
+    "hardware", [CPU, Hardware.profile("cpu", cpu_bf16=True)], ids=["fp32-compute", "bf16-compute"]
+)
+def test_4bit_nf4_on_cpu(tiny, input_ids, hardware):
+    path, reference = tiny
+    model, _ = load_model(path, "4bit", hardware=hardware)
+    compute = torch.bfloat16 if hardware.cpu_bf16 else torch.float32
+    assert model.is_loaded_in_4bit
+    for layer in model.model.layers:
+        for name, module in layer.named_modules():
+            if name.split(".")[-1] in PROJECTIONS:
+                assert isinstance(module, bnb.nn.Linear4bit), name
+                assert module.weight.quant_type == "nf4" and module.weight.quant_state.nested  # double quant
+                assert module.compute_dtype == compute
+    assert type(model.lm_head) is torch.nn.Linear and model.lm_head.weight.dtype == compute
+    assert stored_weight_bytes(model) == plan_memory(path, "4bit", context_length=1, hardware=hardware).weights_bytes
+
+    # The 4-bit model computes what the reference computes with the dequantized NF4 weights. Compared in training
+    # mode: in eval mode, bitsandbytes repacks the weights on CPUs with avx512_bf16 and computes in bf16.
+    dequantized = MistralForCausalLM(reference.config)
+    dequantized.load_state_dict(reference.state_dict())
+    for (name, module), (reference_name, reference_module) in zip(
+        model.named_modules(), dequantized.named_modules(), strict=True
+    ):
+        assert name == reference_name
+        if isinstance(module, bnb.nn.Linear4bit):
+            weight = bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state)
+            reference_module.weight.data = weight.float()
+    model.train()
+    tolerance = 2e-2 if compute == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(logits(model, input_ids), logits(dequantized, input_ids), atol=tolerance, rtol=0)
+    model.eval()
+    assert cosine(logits(model, input_ids), logits(reference, input_ids)) > 0.95  # NF4 is lossy, not broken
+
+
+def test_8bit_llm_int8_on_cpu(tiny, input_ids):
+    path, reference = tiny
+    model, _ = load_model(path, "8bit", hardware=CPU)
+    assert model.is_loaded_in_8bit
+    quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear8bitLt)]
+    assert len(quantized) == 2 * len(PROJECTIONS) and all(m.weight.dtype == torch.int8 for m in quantized)
+    assert stored_weight_bytes(model) == plan_memory(path, "8bit", context_length=1, hardware=CPU).weights_bytes
+    assert cosine(logits(model, input_ids), logits(reference, input_ids)) > 0.999
+
+
+def test_flash_attention_on_cpu_fails_before_loading(tiny):
+    with pytest.raises(PresetError, match="flash_attention_2 needs a CUDA GPU"):
+        load_model(tiny[0], "fa2", hardware=CPU)
+
+
+def test_tokenizer_and_generation_config(tiny):
+    model, tokenizer = load_model(tiny[0], "cpu", hardware=CPU)
+    assert tokenizer.pad_token == "<unk>" and tokenizer.pad_token_id == 0 != tokenizer.eos_token_id == 2
+    assert tokenizer.padding_side == "left"
+    assert tokenizer.chat_template == get_chat_template("mistral_v1")
+    config = model.generation_config
+    assert (config.pad_token_id, config.bos_token_id, config.eos_token_id) == (0, 1, 2)
+    assert config.max_new_tokens == 512 and model.config.pad_token_id == 0
+
+
+def test_batched_generation_matches_one_prompt_at_a_time(tiny):
+    model, tokenizer = load_model(tiny[0], "cpu", hardware=CPU)
+    chats = [
+        [{"role": "user", "content": "Hi"}],
+        [{"role": "user", "content": "Write a long poem about the sea and the wind, please"}],
+    ]
+    prompts = [tokenizer.apply_chat_template(chat, tokenize=False) for chat in chats]
+    batch = tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+    assert batch.attention_mask[0, 0] == 0  # the short prompt is padded on the left
+    generated = model.generate(**batch, max_new_tokens=6, do_sample=False)[:, batch.input_ids.shape[1] :]
+    for prompt, row in zip(prompts, generated, strict=True):
+        single = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        alone = model.generate(**single, max_new_tokens=6, do_sample=False)[0, single.input_ids.shape[1] :]
+        assert row.tolist() == alone.tolist()
+
+
+def test_overrides_win_over_the_preset(tiny):
+    model, _ = load_model(tiny[0], "cpu", hardware=CPU, dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+
+
+def test_a_device_map_override_skips_the_fit_check(tiny):
+    no_room = Hardware.profile("cpu", free_memory=2**20, cpu_memory=2**20)
+    with pytest.raises(PresetError, match=r"in preset 'cpu' \(float32, 512 tokens\) needs .* but x86-64 CPU"):
+        load_model(tiny[0], "cpu", hardware=no_room)
+    model, _ = load_model(tiny[0], "cpu", hardware=no_room, device_map="cpu")
+    assert model.device.type == "cpu"
+
+
+def test_pad_token_never_aliases_eos():
+    tokenizer = load_tokenizer(tokenizer_file("v1"))
+    tokenizer.pad_token = tokenizer.eos_token  # the common workaround that stops fine-tunes from learning EOS
+    assert set_pad_token(tokenizer) == "<unk>" and tokenizer.pad_token_id == 0
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    assert set_pad_token(tokenizer) == "<pad>"  # a dedicated pad token is kept
+
+
+def test_chatml_fine_tune_stops_at_im_end(tmp_path):
+    save_tiny_mistral(tmp_path, vocab_size=32002)
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<|im_start|>": 32000, "<|im_end|>": 32001}))
+    model, tokenizer = load_model(tmp_path, "cpu", hardware=CPU)
+    assert tokenizer.chat_template == get_chat_template("chatml")
+    assert model.generation_config.eos_token_id == [2, 32001]
+
+
+def test_qlora_training_step_on_cpu(tiny):
+    peft = pytest.importorskip("peft")
+    model, tokenizer = load_model(tiny[0], "4bit", hardware=CPU, prepare_for_training=True)
+    assert tokenizer.padding_side == "right" and model.config.use_cache is False
+    assert model.is_activation_checkpointing
+    assert not any(p.requires_grad for p in model.parameters())  # frozen base
+
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=PROJECTIONS))
+    adapted = [name for name, module in lora.named_modules() if isinstance(module, peft.tuners.lora.LoraLayer)]
+    assert len(adapted) == 2 * len(PROJECTIONS) and {name.split(".")[-1] for name in adapted} == set(PROJECTIONS)
+
+    batch = tokenizer(
+        ["[INST] hi [/INST] hello</s>", "[INST] a longer question [/INST] ok"], padding=True, return_tensors="pt"
+    )
+    labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+    trainable = [p for p in lora.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    lora_b = {name: p.detach().clone() for name, p in lora.named_parameters() if "lora_B" in name}
+    base = lora.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight.detach().clone()
+    lora.train()
+    loss = lora(**batch, labels=labels).loss
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(not torch.equal(lora_b[name], p) for name, p in lora.named_parameters() if "lora_B" in name)
+    assert torch.equal(base, lora.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight)
+
+
+def test_prepare_for_training_without_quantization(tiny):
+    model, tokenizer = load_model(tiny[0], "cpu", hardware=CPU, prepare_for_training=True)
+    assert model.is_activation_checkpointing and model.config.use_cache is False and tokenizer.padding_side == "right"
+    loss = model(**tokenizer(["[INST] hi [/INST] hello"], return_tensors="pt"), labels=None).logits.sum()
+    loss.backward()
+    assert model.model.layers[0].self_attn.q_proj.weight.grad is not None
+
+
+def test_auto_on_the_detected_machine(tiny, input_ids):
+    path, reference = tiny
+    model, tokenizer = load_model(path)  # preset "auto", Hardware.detect()
+    assert model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token == "<unk>"
+    assert cosine(logits(model, input_ids.to(model.device)).cpu(), logits(reference, input_ids)) > 0.999
