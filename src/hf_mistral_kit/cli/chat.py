@@ -8,7 +8,7 @@ import sys
 from typing import Any, TextIO
 
 from .common import CLIError, ExitCode
-from .loading import loading_errors, model_config, model_source, resolve
+from .models import loading_errors, model_config, model_source, resolve
 
 COMMANDS = "/reset clears the history, /exit (or Ctrl-D) leaves, Ctrl-C stops a reply"
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -14,8 +15,7 @@ from typing import Any
 
 from ..templates import list_templates, render
 from .common import ExitCode, cache_dir
-from .loading import loading_errors, model_config, model_source, resolve
-from .plan import describe_hardware, plan_table
+from .models import loading_errors, model_config, model_source, resolve
 
 CONVERSATION = [
     {"role": "system", "content": "You answer in one sentence."},
@@ -80,14 +80,10 @@ def _demo_model(label: str, source: str, hardware: Any, args: argparse.Namespace
     config = model_config(source)
     _section(f"{label}: {source}")
     resolved = resolve(args.preset, config, hardware, context_length=args.context)
-    print(f"preset {args.preset!r} on {describe_hardware(hardware)}")
-    print(f"  from_pretrained kwargs: {_kwargs(resolved.kwargs)}")
-    for note in resolved.notes:
-        print(f"  - {note}")
+    print(resolved)
     plan = plan_memory(config, args.preset, context_length=args.context, hardware=hardware)
     print("memory plan:")
-    for line in plan_table(plan, hardware).splitlines():
-        print(f"  {line}")
+    print(textwrap.indent(str(plan), "  "))
 
     with loading_errors(source):
         start = time.perf_counter()
@@ -107,21 +103,6 @@ def _demo_model(label: str, source: str, hardware: Any, args: argparse.Namespace
         f"(prompt {reply.prompt_tokens} tokens, greedy)",
         flush=True,
     )
-
-
-def _kwargs(kwargs: dict[str, Any]) -> str:
-    """from_pretrained kwargs on one line (a BitsAndBytesConfig's repr is a page of JSON)."""
-    parts = []
-    for key, value in kwargs.items():
-        if key == "quantization_config":
-            settings = value.to_dict()
-            bits = "4bit" if settings.get("load_in_4bit") else "8bit"
-            quant = settings.get("bnb_4bit_quant_type", "int8") if bits == "4bit" else "int8"
-            value = f"BitsAndBytesConfig({bits}, {quant}, compute {settings.get('bnb_4bit_compute_dtype')})"
-            parts.append(f"{key}={value}")
-        else:
-            parts.append(f"{key}={value!r}" if not str(value).startswith("torch.") else f"{key}={value}")
-    return ", ".join(parts)
 
 
 def _write(text: str) -> None:

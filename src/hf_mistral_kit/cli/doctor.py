@@ -9,7 +9,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .common import ExitCode
-from .plan import describe_hardware
 
 PACKAGES = (
     "hf-mistral-kit",
@@ -35,8 +34,7 @@ def collect() -> dict[str, Any]:
     """Versions, CUDA devices and preset availability as plain data (what `--json` prints)."""
     import torch
 
-    from .. import PRESETS, Hardware, resolve_preset
-    from ..presets import PresetError
+    from .. import PRESETS, Hardware, PresetError, resolve_preset
 
     hardware = Hardware.detect()
     devices = []
@@ -66,7 +64,7 @@ def collect() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": {package: _version(package) for package in PACKAGES},
         "torch_cuda": torch.version.cuda,
-        "hardware": describe_hardware(hardware),
+        "hardware": hardware.describe(),
         "bf16": hardware.bf16,
         "flash_attn": hardware.flash_attn,
         "bitsandbytes": hardware.bitsandbytes,

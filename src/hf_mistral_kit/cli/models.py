@@ -9,6 +9,8 @@ from typing import Any
 
 from .common import CLIError, ExitCode
 
+GiB = 2**30
+
 
 def model_source(value: str) -> str:
     """`value` if it is an existing path or could be a Hugging Face hub id; a MISSING error otherwise."""
@@ -37,18 +39,13 @@ def model_config(source: str) -> Any:
 
 def resolve(preset: str, config: Any, hardware: Any, *, context_length: int) -> Any:
     """`resolve_preset` with its failures as CLI errors: OUT_OF_MEMORY when the plan says it does not fit."""
-    from .. import plan_memory, resolve_preset
-    from ..presets import PresetError
+    from .. import PresetError, plan_memory, resolve_preset
 
     try:
         if preset != "auto":
             plan = plan_memory(config, preset, context_length=context_length, hardware=hardware)
             if plan.fits is False:
-                raise CLIError(
-                    f"preset {preset!r} does not fit: needs {plan.total_bytes / 2**30:.1f} GiB for {context_length} "
-                    f"tokens on {hardware.describe()}. Try --preset auto or 4bit, or a shorter context.",
-                    ExitCode.OUT_OF_MEMORY,
-                )
+                raise out_of_memory(plan)
         return resolve_preset(preset, hardware, model=config, context_length=context_length)
     except PresetError as error:
         # 'auto' raises only when no preset fits anywhere on this machine.
@@ -56,6 +53,16 @@ def resolve(preset: str, config: Any, hardware: Any, *, context_length: int) -> 
         raise CLIError(str(error), code) from None
     except (ImportError, ValueError) as error:
         raise CLIError(str(error)) from None
+
+
+def out_of_memory(plan: Any) -> CLIError:
+    """The one-line error for a plan that does not fit."""
+    return CLIError(
+        f"predicted out of memory: preset {plan.preset!r} needs {plan.device_bytes / GiB:.1f} GiB for "
+        f"{plan.context_length} tokens x batch {plan.batch_size}, {plan.available_bytes / GiB:.1f} GiB available on "
+        f"{plan.hardware.describe()}. Try --preset auto or 4bit, or a shorter context.",
+        ExitCode.OUT_OF_MEMORY,
+    )
 
 
 @contextmanager
