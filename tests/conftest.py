@@ -38,3 +38,11 @@ def cli_env(kit_cache):
         "TRANSFORMERS_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(kit_cache):
+    """The demo's tiny Mistral (v3 tokenizer) and Mixtral (v1 tokenizer), built once into the session's cache."""
+    from hf_mistral_kit.cli.demo import tiny_checkpoint
+
+    return {kind: tiny_checkpoint(kind, root=kit_cache) for kind in ("mistral", "mixtral")}

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import textwrap
 import time
 from importlib.metadata import version
@@ -14,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..templates import list_templates, render
-from .common import ExitCode, cache_dir
+from .common import CLIError, ExitCode, cache_dir
 from .models import loading_errors, model_config, model_source, resolve
 
 CONVERSATION = [
@@ -23,6 +20,7 @@ CONVERSATION = [
     {"role": "assistant", "content": "A squeeze of fresh lemon juice."},
     {"role": "user", "content": "Do you have mayonnaise recipes?"},
 ]
+TINY_TOKENIZERS = {"mistral": "v3", "mixtral": "v1"}
 RANDOM_WEIGHTS = (
     "The tiny models have RANDOM weights: their replies below are noise, not answers. The demo shows the plumbing "
     "(templates, presets, memory plan, streaming); run `hf-mistral-kit demo --model PATH` on a real checkpoint."
@@ -51,26 +49,21 @@ def run(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def tiny_checkpoint(kind: str) -> Path:
-    """The cached tiny checkpoint of `kind`, built on first use (atomically: concurrent demos never see half of one)."""
+def tiny_checkpoint(kind: str, root: Path | None = None) -> Path:
+    """The cached tiny checkpoint of `kind` under `root` (default: the kit's cache dir), built on first use.
+
+    The tiny Mistral carries the v3 tokenizer (as Mistral-7B-Instruct-v0.3), the tiny Mixtral the v1 tokenizer (as
+    Mixtral-8x7B-Instruct-v0.1), so the demo shows both Mistral templates at work.
+    """
     from .. import tiny_model
 
-    target = cache_dir() / f"tiny-{kind}-{version('hf-mistral-kit')}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"building a tiny random {kind} in {target} (once) ...", flush=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    target = (root or cache_dir()) / f"tiny-{kind}-{version('hf-mistral-kit')}"
+    if not target.exists():
+        print(f"building a tiny random {kind} in {target} (once) ...", flush=True)
     try:
-        tiny_model(kind, path=staging / "checkpoint")
-        try:
-            os.replace(staging / "checkpoint", target)
-        except OSError:  # another process finished first: its checkpoint is as good as ours
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        return tiny_model(kind, path=target, tokenizer=TINY_TOKENIZERS[kind])
+    except FileExistsError:
+        raise CLIError(f"{target} holds something else than the demo's tiny {kind}; delete it.") from None
 
 
 def _demo_model(label: str, source: str, hardware: Any, args: argparse.Namespace) -> None:
