@@ -12,7 +12,9 @@ checkpoint can be given ChatML too: the two tokens are added and the embeddings 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -37,7 +39,8 @@ def main() -> None:
     parser.add_argument("--preset", default="auto")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     args = parser.parse_args()
-    path = args.model or kit.tiny_model("mistral")
+    scratch = tempfile.TemporaryDirectory()  # holds the tiny model, if any; removed when the script ends
+    path = args.model or kit.tiny_model("mistral", path=Path(scratch.name) / "tiny-mistral")
 
     # The prompt, exactly as the card shows it (no tokenizer needed).
     print(kit.render(CHAT, "chatml", add_generation_prompt=True), end="")

@@ -12,10 +12,13 @@ marks which tokens the assistant wrote, and only those carry a loss (the prompt 
 from __future__ import annotations
 
 import argparse
+import tempfile
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from peft import LoraConfig, get_peft_model
 
 import hf_mistral_kit as kit
 
@@ -47,7 +50,7 @@ def conversations() -> list[list[dict[str, str]]]:
 
 def build_batch(tokenizer: Any, chats: list[list[dict[str, str]]]) -> dict[str, torch.Tensor]:
     """input_ids, attention_mask and labels: the labels are the ids where the assistant speaks, IGNORE_INDEX elsewhere
-    (padding included). Right padding: training has no generation, so no left-padding concern."""
+    (padding included). Padded on the right, as for training."""
     rows = [tokenizer.apply_chat_template(chat, return_dict=True, return_assistant_tokens_mask=True) for chat in chats]
     width = max(len(row["input_ids"]) for row in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -72,10 +75,12 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--output", help="directory to save the LoRA adapter to")
     args = parser.parse_args()
-    path = args.model or kit.tiny_model("mistral")
+    scratch = tempfile.TemporaryDirectory()  # holds the tiny model, if any; removed when the script ends
+    path = args.model or kit.tiny_model("mistral", path=Path(scratch.name) / "tiny-mistral")
 
-    model, tokenizer = kit.load_model(path, preset=args.preset)
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    # prepare_for_training: peft's prepare_model_for_kbit_training (frozen 4-bit base, fp32 norms, gradient
+    # checkpointing), no KV cache, right padding.
+    model, tokenizer = kit.load_model(path, preset=args.preset, prepare_for_training=True)
     lora = LoraConfig(
         r=args.rank,
         lora_alpha=2 * args.rank,
@@ -84,6 +89,8 @@ def main() -> None:
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
+    quantized = Counter(type(m).__name__ for m in model.modules() if type(m).__name__ in ("Linear4bit", "Linear8bitLt"))
+    print(f"quantized base layers: {dict(quantized) or 'none'}")
     model.print_trainable_parameters()
 
     batch = {key: value.to(model.device) for key, value in build_batch(tokenizer, conversations()).items()}

@@ -11,6 +11,8 @@ machine, with notes saying why), accept Mistral's native checkpoints too, and th
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -37,7 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.model is None:
         print("No --model: using a tiny Mistral with RANDOM weights, so the reply is noise.")
-    path = args.model or kit.tiny_model("mistral")
+    scratch = tempfile.TemporaryDirectory()  # holds the tiny model, if any; removed when the script ends
+    path = args.model or kit.tiny_model("mistral", path=Path(scratch.name) / "tiny-mistral")
 
     # As on the card, but with a preset instead of `model.to("cuda")`: the kit says what it chose and why.
     resolved = kit.resolve_preset(args.preset, model=path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import hf_mistral_kit as kit
 from hf_mistral_kit.cli import TEMPLATES, ExitCode, main
 from reference_configs import MISTRAL_7B, MIXTRAL_8X7B_PARAMS
 
+ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("hf-mistral-kit")
 CHAT = [
     {"role": "system", "content": "Be terse."},
@@ -110,6 +112,12 @@ def test_no_subcommand_and_bad_arguments_are_usage_errors(cli_env, run):
     assert unknown.returncode == ExitCode.USAGE and "invalid choice: 'train'" in unknown.stderr
     negative = run("plan", "x", "--context", "-5")
     assert negative.returncode == ExitCode.USAGE and "expected a positive integer" in negative.stderr
+
+
+def test_readme_lists_the_exit_codes():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\d+)` \| (.+?) \|$", readme, flags=re.MULTILINE)
+    assert [int(code) for code, _ in rows] == [int(code) for code in ExitCode]
 
 
 def test_template_choices_are_the_shipped_templates():
@@ -276,12 +284,22 @@ def test_render_into_a_closed_pipe_exits_quietly(cli_env):
 # --- demo -------------------------------------------------------------------------------------------------------
 
 
+def readme_install_and_demo_command() -> list[str]:
+    """What the README's first command line runs after creating the venv and installing (not run: it makes a venv)."""
+    first = (ROOT / "README.md").read_text(encoding="utf-8").split("```bash\n", 1)[1].splitlines()[0]
+    setup, *_, demo = first.split(" && ")
+    assert setup == "python3 -m venv .venv" and demo == ".venv/bin/hf-mistral-kit demo"
+    return demo.removeprefix(".venv/bin/").split()
+
+
 def test_demo_offline_from_an_empty_cache_in_under_a_minute(cli_env, tmp_path):
     from hf_mistral_kit.cli.demo import CONVERSATION
 
+    script, *args = readme_install_and_demo_command()
+    assert script == SCRIPT.name
     env = {**cli_env, "HF_MISTRAL_KIT_CACHE": str(tmp_path / "cache")}
     start = time.perf_counter()
-    result = cli("demo", env=env, timeout=120)
+    result = cli(*args, env=env, timeout=120)
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -304,12 +322,12 @@ def test_demo_offline_from_an_empty_cache_in_under_a_minute(cli_env, tmp_path):
     assert again.returncode == 0 and "building" not in again.stdout and "4 tokens in" in again.stdout
 
 
-def test_demo_on_a_given_model(cli_env, tiny_checkpoints):
+def test_demo_on_a_given_model(cli_env, run, tiny_checkpoints):
     result = cli("demo", "--model", str(tiny_checkpoints["mixtral"]), "--max-new-tokens", "3", env=cli_env)
     assert result.returncode == 0, result.stderr
     assert "RANDOM" not in result.stdout and "building" not in result.stdout
     assert f"== model: {tiny_checkpoints['mixtral']}" in result.stdout and "3 tokens in" in result.stdout
-    missing = cli("demo", "--model", "./no-such-checkpoint", env=cli_env)
+    missing = run("demo", "--model", "./no-such-checkpoint")
     assert_user_error(missing, ExitCode.MISSING, "no-such-checkpoint does not exist")
 
 
@@ -413,6 +431,7 @@ def test_chat_in_a_terminal(tiny_checkpoints, cli_env):
     child.expect("/reset clears the history, /exit")
     child.expect(">>> ")
     child.sendline("Hello")
+    child.expect("Hello\r\n")  # the terminal's echo
     child.expect(r"\S")  # the reply is streaming (100000 tokens: it is still going when Ctrl-C comes)
     child.sendintr()
     child.expect(r"\[interrupted\]")

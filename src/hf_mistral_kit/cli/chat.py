@@ -166,7 +166,11 @@ def _interactive(session: Session, args: argparse.Namespace) -> int:
         if command.startswith("/") and " " not in command:
             print(f"(unknown command {command}: {COMMANDS})", flush=True)
             continue
-        reply = session.reply(line, write)
+        try:
+            reply = session.reply(line, write)
+        except KeyboardInterrupt:  # before the first token (or a second Ctrl-C): nothing is kept of this turn
+            print("\n[interrupted]", flush=True)
+            continue
         print(flush=True)
         if reply.interrupted:
             print("[interrupted]", flush=True)

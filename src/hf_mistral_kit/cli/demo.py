@@ -92,8 +92,8 @@ def _demo_model(label: str, source: str, hardware: Any, args: argparse.Namespace
     reply = stream_reply(model, tokenizer, CONVERSATION, _write, max_new_tokens=args.max_new_tokens, temperature=0)
     print()
     print(
-        f"{reply.new_tokens} tokens in {reply.seconds:.2f} s: {reply.tokens_per_second:.1f} tokens/s "
-        f"(prompt {reply.prompt_tokens} tokens, greedy)",
+        f"{reply.new_tokens} tokens in {reply.seconds:.2f} s: first after {reply.first_token_seconds:.2f} s "
+        f"(prompt {reply.prompt_tokens} tokens), then {reply.tokens_per_second:.1f} tokens/s (greedy)",
         flush=True,
     )
 

@@ -20,22 +20,37 @@ from ..templates import get_chat_template, list_templates
 
 @dataclass(frozen=True)
 class Reply:
+    """A finished reply. `token_times` are seconds since the call started at which each new token existed."""
+
     text: str
     prompt_tokens: int
     new_tokens: int
     seconds: float
+    token_times: tuple[float, ...] = ()
     interrupted: bool = False
 
     @property
+    def first_token_seconds(self) -> float:
+        """Prefill plus the first token: what the user waits before text appears."""
+        return self.token_times[0] if self.token_times else self.seconds
+
+    @property
     def tokens_per_second(self) -> float:
-        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+        """Decode speed after the first token (prefill excluded): what the model sustains."""
+        if len(self.token_times) < 2:
+            return 0.0
+        return (len(self.token_times) - 1) / (self.token_times[-1] - self.token_times[0])
 
 
 class _StopWhenSet(StoppingCriteria):
-    def __init__(self, event: threading.Event):
-        self.event = event
+    """Stops generation once `event` is set; also timestamps every generated token (it runs once per step)."""
+
+    def __init__(self, event: threading.Event, start: float):
+        self.event, self.start = event, start
+        self.times: list[float] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        self.times.append(time.perf_counter() - self.start)
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
@@ -87,18 +102,19 @@ def stream_reply(
     elif temperature is not None:
         options.update(do_sample=True, temperature=temperature)
     result: dict[str, Any] = {}
+    start = time.perf_counter()
+    stopper = _StopWhenSet(stop, start)
 
     def generate() -> None:
         try:
             result["ids"] = model.generate(
-                **inputs, streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]), **options
+                **inputs, streamer=streamer, stopping_criteria=StoppingCriteriaList([stopper]), **options
             )
         except BaseException as error:  # handed to the main thread, which re-raises it
             result["error"] = error
             streamer.end()
 
     pieces: list[str] = []
-    start = time.perf_counter()
     thread = threading.Thread(target=generate, name="generate", daemon=True)
     thread.start()
     interrupted = False
@@ -108,8 +124,10 @@ def stream_reply(
             write(text)
     except KeyboardInterrupt:
         interrupted = True
-        stop.set()
-        for text in streamer:  # the rest of the token in flight, then the end signal
+    finally:
+        stop.set()  # the reply is over for the reader: make sure the thread ends too
+    if interrupted:
+        for text in streamer:  # the token in flight, then the end signal
             pieces.append(text)
             write(text)
     thread.join()
@@ -117,4 +135,4 @@ def stream_reply(
     if "error" in result:
         raise result["error"]
     new_tokens = result["ids"].shape[1] - prompt_tokens
-    return Reply("".join(pieces), prompt_tokens, new_tokens, seconds, interrupted)
+    return Reply("".join(pieces), prompt_tokens, new_tokens, seconds, tuple(stopper.times), interrupted)
