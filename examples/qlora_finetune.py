@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import bitsandbytes as bnb
 import torch
 from peft import LoraConfig, get_peft_model
 
@@ -89,7 +90,8 @@ def main() -> None:
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
-    quantized = Counter(type(m).__name__ for m in model.modules() if type(m).__name__ in ("Linear4bit", "Linear8bitLt"))
+    bnb_layers = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+    quantized = Counter(type(m).__name__ for m in model.modules() if isinstance(m, bnb_layers))
     print(f"quantized base layers: {dict(quantized) or 'none'}")
     model.print_trainable_parameters()
 
