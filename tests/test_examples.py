@@ -129,8 +129,10 @@ def readme_python_blocks() -> list[str]:
 def test_readme_python_quickstart_runs(cli_env, tmp_path):
     blocks = readme_python_blocks()
     assert blocks
+    env = {**cli_env, "TMPDIR": str(tmp_path)}  # tiny_model() without a path builds in a temporary directory
     for block in blocks:
         result = subprocess.run(
-            [sys.executable, "-c", block], env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+            [sys.executable, "-c", block], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
         )
         assert result.returncode == 0, f"{block}\n{result.stderr}"
+        assert "[INST]" in result.stdout
