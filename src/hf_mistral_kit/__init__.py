@@ -30,3 +30,46 @@ __all__ = [
     "plan_memory",
     "resolve_preset",
 ]
+
+# issue 3: models, native checkpoints, auto classes
+from .auto import (  # noqa: E402
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
+from .modeling import (  # noqa: E402
+    KitMistralConfig,
+    KitMistralForCausalLM,
+    KitMistralForSequenceClassification,
+    KitMistralModel,
+    KitMixtralConfig,
+    KitMixtralForCausalLM,
+    KitMixtralForSequenceClassification,
+    KitMixtralModel,
+    register,
+)
+from .native import NativeCheckpointError, convert_checkpoint  # noqa: E402
+from .tiny import tiny_model  # noqa: E402
+
+register()
+__all__ += [
+    "AutoConfig",
+    "AutoModel",
+    "AutoModelForCausalLM",
+    "AutoModelForSequenceClassification",
+    "AutoTokenizer",
+    "KitMistralConfig",
+    "KitMistralForCausalLM",
+    "KitMistralForSequenceClassification",
+    "KitMistralModel",
+    "KitMixtralConfig",
+    "KitMixtralForCausalLM",
+    "KitMixtralForSequenceClassification",
+    "KitMixtralModel",
+    "NativeCheckpointError",
+    "convert_checkpoint",
+    "register",
+    "tiny_model",
+]

@@ -1,0 +1,152 @@
+"""Load time and peak memory: a Mistral native checkpoint vs the same weights in Hugging Face layout.
+
+Builds one random ~1B-parameter Mistral checkpoint (bfloat16, ~2 GB) in HF layout, converts it to the native layout
+with `hf_mistral_kit.convert_checkpoint`, then loads each layout in fresh subprocesses (so peak RSS is clean) with
+`hf_mistral_kit.AutoModelForCausalLM` (and plain `transformers.AutoModelForCausalLM` on the HF layout, as the
+baseline), alternating layouts over several rounds. Prints medians and the native/HF ratios. Files are read from a
+warm page cache (they were just written), so this measures the loading code, not the disk.
+
+    python benchmarks/native_vs_hf_load.py [--layers 16] [--rounds 3] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUN_KEYS = ("load_s", "load_and_read_s", "after_load_kib", "peak_kib")
+LOADERS = {
+    "hf layout, transformers": ("hf", "transformers"),
+    "hf layout, hf_mistral_kit": ("hf", "hf_mistral_kit"),
+    "native layout, hf_mistral_kit": ("native", "hf_mistral_kit"),
+}
+
+
+def build(workdir: Path, layers: int) -> tuple[Path, Path, int, float]:
+    """Write the random HF checkpoint and its native conversion; return their paths, size and conversion time."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import MistralConfig
+
+    from hf_mistral_kit import convert_checkpoint
+    from hf_mistral_kit.native import expected_hf_shapes
+
+    config = MistralConfig(
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=7168,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        dtype="bfloat16",
+    )
+    hf_dir = workdir / "hf"
+    hf_dir.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    tensors = {
+        name: (torch.randn(shape, generator=generator) * 0.02).to(torch.bfloat16)
+        for name, shape in expected_hf_shapes({**config.to_dict(), "head_dim": config.head_dim}).items()
+    }
+    parameters = sum(tensor.numel() for tensor in tensors.values())
+    save_file(tensors, hf_dir / "model.safetensors", metadata={"format": "pt"})
+    del tensors
+    config.save_pretrained(hf_dir)
+
+    start = time.perf_counter()
+    native_dir = convert_checkpoint(hf_dir, workdir / "native", to="native")
+    return hf_dir, native_dir, parameters, time.perf_counter() - start
+
+
+def _rss_kib() -> int:
+    """Current resident set size (KiB), file-backed pages of memory-mapped checkpoints included."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def child(path: str, library: str) -> None:
+    """Runs in a fresh interpreter: load once, read every weight once, report times and memory as JSON."""
+    import torch
+    import transformers.models.mistral.modeling_mistral  # noqa: F401  (imported before timing, for both loaders)
+
+    if library == "transformers":
+        from transformers import AutoModelForCausalLM
+    else:
+        from hf_mistral_kit import AutoModelForCausalLM
+    baseline = _rss_kib()
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(path)
+    loaded = time.perf_counter() - start
+    after_load = _rss_kib()
+    # safetensors weights are memory-mapped, so loading is lazy: reading each weight once (as a first forward pass
+    # would) is what brings the checkpoint into memory.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.sum()
+    touched = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "load_s": loaded,
+                "load_and_read_s": touched,
+                "after_load_kib": after_load - baseline,
+                "peak_kib": peak - baseline,
+            }
+        )
+    )
+
+
+def measure(path: Path, library: str) -> dict:
+    command = [sys.executable, __file__, "--child", str(path), library]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=16, help="decoder layers (16 -> ~1.04B parameters)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None, help="where to write the two checkpoints (~4 GB)")
+    parser.add_argument("--child", nargs=2, metavar=("PATH", "LIBRARY"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+
+    with tempfile.TemporaryDirectory(dir=args.workdir, prefix="native-vs-hf-") as workdir:
+        hf_dir, native_dir, parameters, convert_seconds = build(Path(workdir), args.layers)
+        size = (hf_dir / "model.safetensors").stat().st_size
+        print(f"checkpoint: {parameters / 1e9:.2f}B parameters, bfloat16, {size / 2**30:.2f} GiB per layout")
+        print(f"convert_checkpoint hf -> native: {convert_seconds:.1f} s")
+        runs = {name: [] for name in LOADERS}
+        for _ in range(args.rounds):
+            for name, (layout, library) in LOADERS.items():
+                runs[name].append(measure(hf_dir if layout == "hf" else native_dir, library))
+
+    gib = 2**30 / 1024
+    print(f"\nmedian of {args.rounds} loads each (fresh process per load; memory above the imports, in GiB)")
+    print(f"{'loader':32} {'load s':>7} {'load+read s':>12} {'RSS after load':>15} {'peak RSS':>9}")
+    results = {}
+    for name, samples in runs.items():
+        row = [statistics.median(run[key] for run in samples) for key in RUN_KEYS]
+        results[name] = row
+        print(f"{name:32} {row[0]:7.2f} {row[1]:12.2f} {row[2] / gib:15.2f} {row[3] / gib:9.2f}")
+
+    native, hf = results["native layout, hf_mistral_kit"], results["hf layout, hf_mistral_kit"]
+    print("\nnative / hf layout (both through hf_mistral_kit):")
+    print(f"  from_pretrained time:         {native[0] / hf[0]:.2f}")
+    print(f"  from_pretrained + read time:  {native[1] / hf[1]:.2f}")
+    print(f"  peak RSS:                     {native[3] / hf[3]:.2f}")
+    print(f"peak RSS / checkpoint size: native {native[3] * 1024 / size:.2f}, hf {hf[3] * 1024 / size:.2f}")
+
+
+if __name__ == "__main__":
+    main()

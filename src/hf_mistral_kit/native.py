@@ -1,0 +1,745 @@
+"""Mistral's native checkpoint layout: loading it like a Hugging Face checkpoint, and converting both ways.
+
+A native directory holds `params.json` (`dim`, `n_layers`, ..., and `moe` for Mixtral), the weights in
+`consolidated.safetensors` (or shards `consolidated.NN.safetensors` / `consolidated-0000N-of-0000M.safetensors`, or
+legacy `consolidated.NN.pth`) with mistral-inference's names (`tok_embeddings`, `layers.N.attention.wq`, ...), and a
+tokenizer file (`tokenizer.model.v3`, `tekken.json`, ...).
+
+Loading maps each native key to its transformers name and undoes Mistral's interleaved rotary layout of `wq`/`wk`
+(transformers rotates halves) lazily, tensor by tensor, as transformers' own loader reads the state dict: nothing is
+converted on disk, safetensors stay memory-mapped, and everything transformers does while loading (dtype casts,
+`device_map`, bitsandbytes quantization, Mixtral's expert merging) applies unchanged. Native Mixtral experts are
+handed over under transformers 4.x names (`block_sparse_moe.experts.N.w1`), which the kit Mixtral's registered
+conversion mapping already knows.
+
+Problems are reported before any weight is read, naming the file, key or field and the fix: unreadable or truncated
+safetensors, missing `params.json` fields, unknown or missing keys, wrong shapes, `.pth` files holding anything but
+tensors. A checkpoint is never loaded partially.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import struct
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+PARAMS_FILE = "params.json"
+NATIVE_SAFETENSORS = "consolidated.safetensors"
+HF_SAFETENSORS = "model.safetensors"
+# Tokenizer files (Mistral's, and SentencePiece's `tokenizer.model`): copied by `convert_checkpoint`.
+TOKENIZER_FILE_PATTERN = re.compile(r"^(tokenizer\.model(\.v\d+\w*)?|.*\.model\.v\d+\w*|tekken.*\.json)$")
+_SAFETENSORS_SHARD = re.compile(r"^consolidated(\.\d+|-\d+-of-\d+)?\.safetensors$")
+_PTH_SHARD = re.compile(r"^consolidated(\.\d+)?\.pth?$")
+
+# params.json fields mistral-inference requires, with their types.
+_REQUIRED_PARAMS = {
+    "dim": int,
+    "n_layers": int,
+    "head_dim": int,
+    "hidden_dim": int,
+    "n_heads": int,
+    "n_kv_heads": int,
+    "norm_eps": float,
+    "vocab_size": int,
+}
+# Mistral 7B v0.1 (the one release whose params.json has no `rope_theta`) was trained with 10000.
+DEFAULT_ROPE_THETA = 10_000.0
+DEFAULT_MAX_POSITION_EMBEDDINGS = 32_768
+
+
+class NativeCheckpointError(ValueError):
+    """A Mistral native checkpoint (or a conversion to or from one) that cannot be read correctly."""
+
+
+# --- params.json <-> transformers config ----------------------------------------------------------------------
+
+
+def native_checkpoint_dir(path: str | os.PathLike, subfolder: str = "") -> Path | None:
+    """The directory if `path` (+ `subfolder`) is a local native checkpoint: `params.json` and no `config.json`.
+
+    Repositories shipping both layouts (e.g. Mistral-7B-Instruct-v0.3) load the Hugging Face one, as transformers does.
+    """
+    directory = Path(path) / subfolder if subfolder else Path(path)
+    if (directory / PARAMS_FILE).is_file() and not (directory / "config.json").is_file():
+        return directory
+    return None
+
+
+def config_dict_from_params(directory: str | os.PathLike) -> dict[str, Any]:
+    """Translate `params.json` into a transformers config dict (`model_type` `mistral` or `mixtral`)."""
+    path = Path(directory) / PARAMS_FILE
+    try:
+        params = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise NativeCheckpointError(f"Cannot read {path}: {error}.") from error
+    if not isinstance(params, dict):
+        raise NativeCheckpointError(f"{path} must hold a JSON object, got {type(params).__name__}.")
+
+    missing = [name for name in _REQUIRED_PARAMS if name not in params]
+    if missing:
+        raise NativeCheckpointError(
+            f"{path} is missing required field(s) {', '.join(map(repr, missing))}; a Mistral native params.json "
+            f"defines {', '.join(_REQUIRED_PARAMS)} (and `moe` for Mixtral). Restore the file from the original "
+            "release."
+        )
+    for name, kind in _REQUIRED_PARAMS.items():
+        value = params[name]
+        valid = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
+        if not valid or isinstance(value, bool) or value <= 0:
+            raise NativeCheckpointError(f"{path}: field {name!r} must be a positive {kind.__name__}, got {value!r}.")
+    for name in ("vision_encoder", "lora", "quantization"):
+        if params.get(name):
+            raise NativeCheckpointError(f"{path}: `{name}` checkpoints are not supported (only text models).")
+    if params.get("model_type", "transformer") != "transformer":
+        raise NativeCheckpointError(f"{path}: model_type {params['model_type']!r} is not a Mistral transformer.")
+    if params["n_heads"] % params["n_kv_heads"]:
+        raise NativeCheckpointError(
+            f"{path}: n_heads ({params['n_heads']}) must be a multiple of n_kv_heads ({params['n_kv_heads']})."
+        )
+
+    sliding_window = params.get("sliding_window")
+    config = {
+        "model_type": "mistral",
+        "architectures": ["MistralForCausalLM"],
+        "hidden_size": params["dim"],
+        "num_hidden_layers": params["n_layers"],
+        "head_dim": params["head_dim"],
+        "intermediate_size": params["hidden_dim"],
+        "num_attention_heads": params["n_heads"],
+        "num_key_value_heads": params["n_kv_heads"],
+        "rms_norm_eps": params["norm_eps"],
+        "vocab_size": params["vocab_size"],
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": float(params.get("rope_theta") or DEFAULT_ROPE_THETA),
+        },
+        "sliding_window": int(sliding_window) if sliding_window is not None else None,
+        "max_position_embeddings": params.get("max_seq_len", DEFAULT_MAX_POSITION_EMBEDDINGS),
+        "tie_word_embeddings": bool(params.get("tied_embeddings", False)),
+    }
+    moe = params.get("moe")
+    if moe is not None:
+        if not isinstance(moe, dict):
+            raise NativeCheckpointError(f"{path}: `moe` must be an object with num_experts and num_experts_per_tok.")
+        missing = [name for name in ("num_experts", "num_experts_per_tok") if name not in moe]
+        if missing:
+            raise NativeCheckpointError(f"{path}: `moe` is missing field(s) {', '.join(map(repr, missing))}.")
+        config.update(
+            model_type="mixtral",
+            architectures=["MixtralForCausalLM"],
+            num_local_experts=moe["num_experts"],
+            num_experts_per_tok=moe["num_experts_per_tok"],
+        )
+    return config
+
+
+def params_from_config(config: Any) -> dict[str, Any]:
+    """Translate a transformers Mistral/Mixtral config into a native `params.json` dict."""
+    rope = config.rope_parameters or {}
+    if rope.get("rope_type", "default") != "default":
+        raise NativeCheckpointError(
+            f"rope_type {rope['rope_type']!r} has no params.json equivalent; only default RoPE models convert."
+        )
+    params = {
+        "dim": config.hidden_size,
+        "n_layers": config.num_hidden_layers,
+        "head_dim": config.head_dim or config.hidden_size // config.num_attention_heads,
+        "hidden_dim": config.intermediate_size,
+        "n_heads": config.num_attention_heads,
+        "n_kv_heads": config.num_key_value_heads,
+        "norm_eps": config.rms_norm_eps,
+        "vocab_size": config.vocab_size,
+        "rope_theta": rope.get("rope_theta", DEFAULT_ROPE_THETA),
+        "max_seq_len": config.max_position_embeddings,
+    }
+    if config.sliding_window is not None:
+        params["sliding_window"] = config.sliding_window
+    if config.tie_word_embeddings:
+        params["tied_embeddings"] = True
+    if hasattr(config, "num_local_experts"):
+        params["moe"] = {"num_experts": config.num_local_experts, "num_experts_per_tok": config.num_experts_per_tok}
+    return params
+
+
+# --- key names, shapes and the rotary permutation -----------------------------------------------------------------
+
+_L = r"layers\.(\d+)\."
+_NATIVE_TO_HF = [
+    (re.compile(r"tok_embeddings\.weight"), "model.embed_tokens.weight"),
+    (re.compile(r"norm\.weight"), "model.norm.weight"),
+    (re.compile(r"output\.weight"), "lm_head.weight"),
+    (re.compile(_L + r"attention\.wq\.weight"), r"model.layers.\1.self_attn.q_proj.weight"),
+    (re.compile(_L + r"attention\.wk\.weight"), r"model.layers.\1.self_attn.k_proj.weight"),
+    (re.compile(_L + r"attention\.wv\.weight"), r"model.layers.\1.self_attn.v_proj.weight"),
+    (re.compile(_L + r"attention\.wo\.weight"), r"model.layers.\1.self_attn.o_proj.weight"),
+    (re.compile(_L + r"attention_norm\.weight"), r"model.layers.\1.input_layernorm.weight"),
+    (re.compile(_L + r"ffn_norm\.weight"), r"model.layers.\1.post_attention_layernorm.weight"),
+    (re.compile(_L + r"feed_forward\.w1\.weight"), r"model.layers.\1.mlp.gate_proj.weight"),
+    (re.compile(_L + r"feed_forward\.w2\.weight"), r"model.layers.\1.mlp.down_proj.weight"),
+    (re.compile(_L + r"feed_forward\.w3\.weight"), r"model.layers.\1.mlp.up_proj.weight"),
+    # Mixtral: mistral-inference says `feed_forward`, the first release said `block_sparse_moe`. The transformers
+    # names are the 4.x per-expert ones, which the kit Mixtral's conversion mapping merges or keeps per expert.
+    (
+        re.compile(_L + r"(?:feed_forward|block_sparse_moe)\.gate\.weight"),
+        r"model.layers.\1.block_sparse_moe.gate.weight",
+    ),
+    (
+        re.compile(_L + r"(?:feed_forward|block_sparse_moe)\.experts\.(\d+)\.(w[123])\.weight"),
+        r"model.layers.\1.block_sparse_moe.experts.\2.\3.weight",
+    ),
+]
+_HF_TO_NATIVE = [
+    (re.compile(r"model\.embed_tokens\.weight"), "tok_embeddings.weight"),
+    (re.compile(r"model\.norm\.weight"), "norm.weight"),
+    (re.compile(r"lm_head\.weight"), "output.weight"),
+    (re.compile(r"model\." + _L + r"self_attn\.([qkvo])_proj\.weight"), r"layers.\1.attention.w\2.weight"),
+    (re.compile(r"model\." + _L + r"input_layernorm\.weight"), r"layers.\1.attention_norm.weight"),
+    (re.compile(r"model\." + _L + r"post_attention_layernorm\.weight"), r"layers.\1.ffn_norm.weight"),
+    (re.compile(r"model\." + _L + r"mlp\.gate_proj\.weight"), r"layers.\1.feed_forward.w1.weight"),
+    (re.compile(r"model\." + _L + r"mlp\.down_proj\.weight"), r"layers.\1.feed_forward.w2.weight"),
+    (re.compile(r"model\." + _L + r"mlp\.up_proj\.weight"), r"layers.\1.feed_forward.w3.weight"),
+    (re.compile(r"model\." + _L + r"block_sparse_moe\.gate\.weight"), r"layers.\1.feed_forward.gate.weight"),
+    (
+        re.compile(r"model\." + _L + r"block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight"),
+        r"layers.\1.feed_forward.experts.\2.\3.weight",
+    ),
+]
+# transformers 5.x Mixtral layout (router under `mlp`, experts fused), brought back to 4.x names before export.
+_HF_FUSED_EXPERTS = re.compile(r"model\." + _L + r"mlp\.experts\.(gate_up_proj|down_proj)")
+_HF_ROUTER = re.compile(r"model\." + _L + r"mlp\.gate\.weight")
+_FUSED_PARTS = {"gate_up_proj": ("w1", "w3"), "down_proj": ("w2",)}
+
+
+def _listed(names: list[str], shown: int = 5) -> str:
+    listed = ", ".join(map(repr, names[:shown]))
+    return listed if len(names) <= shown else f"{listed} ... ({len(names)} in all)"
+
+
+def _rename(key: str, table: list[tuple[re.Pattern, str]]) -> str | None:
+    for pattern, replacement in table:
+        if pattern.fullmatch(key):
+            return pattern.sub(replacement, key)
+    return None
+
+
+def expected_hf_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Every weight of a causal LM described by `config` (a transformers config dict), with its shape.
+
+    Mixtral experts use the 4.x per-expert names, as in native checkpoints.
+    """
+    hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
+    q_rows, kv_rows = config["num_attention_heads"] * head_dim, config["num_key_value_heads"] * head_dim
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
+    if not config.get("tie_word_embeddings"):
+        shapes["lm_head.weight"] = (vocab, hidden)
+    for layer in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}."
+        shapes.update(
+            {
+                prefix + "self_attn.q_proj.weight": (q_rows, hidden),
+                prefix + "self_attn.k_proj.weight": (kv_rows, hidden),
+                prefix + "self_attn.v_proj.weight": (kv_rows, hidden),
+                prefix + "self_attn.o_proj.weight": (hidden, q_rows),
+                prefix + "input_layernorm.weight": (hidden,),
+                prefix + "post_attention_layernorm.weight": (hidden,),
+            }
+        )
+        if config["model_type"] == "mixtral":
+            experts = config["num_local_experts"]
+            shapes[prefix + "block_sparse_moe.gate.weight"] = (experts, hidden)
+            for expert in range(experts):
+                expert_prefix = f"{prefix}block_sparse_moe.experts.{expert}."
+                shapes[expert_prefix + "w1.weight"] = (inter, hidden)
+                shapes[expert_prefix + "w2.weight"] = (hidden, inter)
+                shapes[expert_prefix + "w3.weight"] = (inter, hidden)
+        else:
+            shapes[prefix + "mlp.gate_proj.weight"] = (inter, hidden)
+            shapes[prefix + "mlp.down_proj.weight"] = (hidden, inter)
+            shapes[prefix + "mlp.up_proj.weight"] = (inter, hidden)
+    return shapes
+
+
+def rotary_to_hf(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Reorder `wq`/`wk` rows from Mistral's interleaved rotary pairs to transformers' rotate-half layout."""
+    rows, cols = weight.shape
+    return weight.reshape(num_heads, rows // num_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def rotary_to_native(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Inverse of `rotary_to_hf`."""
+    rows, cols = weight.shape
+    return weight.reshape(num_heads, 2, rows // num_heads // 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def _rotary_heads(hf_key: str, config: Mapping[str, Any]) -> int | None:
+    if hf_key.endswith("self_attn.q_proj.weight"):
+        return config["num_attention_heads"]
+    if hf_key.endswith("self_attn.k_proj.weight"):
+        return config["num_key_value_heads"]
+    return None
+
+
+# --- lazily read tensors ----------------------------------------------------------------------------------------
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_SAFETENSORS_NAMES = {dtype: name for name, dtype in _SAFETENSORS_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class LazyTensor:
+    """A checkpoint tensor read on demand: `read()` loads `source[index]` (mmap-backed) and applies `transform`.
+
+    It also speaks the protocol transformers' loader uses for safetensors slices in a state dict (`value[...]` to
+    materialize, `dtype`, `is_floating_point()`), so a dict of these can be passed as `from_pretrained(state_dict=)`.
+    """
+
+    source: Any  # a safetensors slice or a torch.Tensor
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    index: Any = Ellipsis
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def read(self) -> torch.Tensor:
+        tensor = self.source[self.index]
+        return self.transform(tensor) if self.transform is not None else tensor
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        return self.read()[index]
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> LazyTensor:
+        return LazyTensor(self.source, self.dtype, self.shape, self.index, transform)
+
+
+class _TensorFiles:
+    """Lazily readable tensors of a set of checkpoint files (safetensors memory-mapped, `.pth` via `weights_only`)."""
+
+    def __init__(self, files: list[Path], fix: str):
+        self.tensors: dict[str, LazyTensor] = {}
+        self._handles: list[Any] = []
+        for file in files:
+            for key, tensor in self._open(file, fix):
+                if key in self.tensors:
+                    raise NativeCheckpointError(f"{key!r} appears in more than one file ({file.name} repeats it).")
+                self.tensors[key] = tensor
+
+    def _open(self, file: Path, fix: str) -> Iterator[tuple[str, LazyTensor]]:
+        if file.suffix == ".safetensors":
+            expected_size = _safetensors_size(file, fix)
+            if file.stat().st_size != expected_size:
+                raise NativeCheckpointError(
+                    f"{file} is truncated or corrupted: its header describes {expected_size} bytes, the file has "
+                    f"{file.stat().st_size}. {fix}"
+                )
+            try:
+                handle = safe_open(file, framework="pt", device="cpu")
+            except (SafetensorError, OSError) as error:
+                raise NativeCheckpointError(f"{file} is not a readable safetensors file ({error}). {fix}") from error
+            self._handles.append(handle)
+            names = handle.keys()
+            for key in names:
+                part = handle.get_slice(key)
+                yield key, LazyTensor(part, _SAFETENSORS_DTYPES[part.get_dtype()], tuple(part.get_shape()))
+            return
+        yield from _load_pth(file, fix)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.__exit__(None, None, None)
+        self._handles.clear()
+
+
+def _safetensors_size(file: Path, fix: str) -> int:
+    """The file size a safetensors header announces (8-byte length + JSON header + data)."""
+    try:
+        with open(file, "rb") as stream:
+            (header_size,) = struct.unpack("<Q", stream.read(8))
+            if header_size > file.stat().st_size:
+                raise ValueError(f"header length {header_size} exceeds the file size")
+            header = json.loads(stream.read(header_size))
+        data_size = max(
+            (entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0
+        )
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as error:
+        raise NativeCheckpointError(f"{file} is not a readable safetensors file ({error}). {fix}") from error
+    return 8 + header_size + data_size
+
+
+def _load_pth(file: Path, fix: str) -> Iterator[tuple[str, LazyTensor]]:
+    try:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            state = torch.load(file, map_location="cpu", weights_only=True)  # legacy (non-zip) serialization
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for unsafe or broken files
+        raise NativeCheckpointError(
+            f"{file} cannot be loaded with torch.load(weights_only=True): {str(error).splitlines()[0]}. Only files "
+            f"holding a plain dict of tensors are read (arbitrary pickles could run code). {fix}"
+        ) from error
+    if not isinstance(state, dict):
+        raise NativeCheckpointError(f"{file} holds a {type(state).__name__}, expected a dict of tensors. {fix}")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise NativeCheckpointError(
+                f"{file}: entry {key!r} is a {type(value).__name__}, not a tensor; expected a flat dict of tensors. "
+                f"{fix}"
+            )
+        yield key, LazyTensor(value, value.dtype, tuple(value.shape))
+
+
+def _native_weight_files(directory: Path) -> list[Path]:
+    names = sorted(path.name for path in directory.iterdir())
+    safetensors = [name for name in names if _SAFETENSORS_SHARD.match(name)]
+    chosen = safetensors or [name for name in names if _PTH_SHARD.match(name)]
+    if not chosen:
+        raise NativeCheckpointError(
+            f"{directory} has {PARAMS_FILE} but no weights: expected {NATIVE_SAFETENSORS}, consolidated.NN.safetensors "
+            "shards or legacy consolidated.NN.pth files."
+        )
+    return [directory / name for name in chosen]
+
+
+# --- loading ----------------------------------------------------------------------------------------------------
+
+
+class NativeCheckpoint:
+    """A validated native checkpoint directory, exposing its weights under transformers names (read lazily).
+
+    Opening it reads `params.json` and the file headers only, and checks every key and shape against `params.json`.
+    Use it as a context manager (or call `close()`) to release the memory maps.
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.config = config_dict_from_params(self.directory)
+        fix = f"Re-download the file into {self.directory}."
+        self._files = _TensorFiles(_native_weight_files(self.directory), fix)
+        try:
+            self._hf_tensors = self._map_to_hf(self._files.tensors)
+        except NativeCheckpointError:
+            self.close()
+            raise
+
+    def _map_to_hf(self, native: Mapping[str, LazyTensor]) -> dict[str, LazyTensor]:
+        expected = expected_hf_shapes(self.config)
+        params = self.directory / PARAMS_FILE
+        unknown = [key for key in native if _rename(key, _NATIVE_TO_HF) is None]
+        if unknown:
+            raise NativeCheckpointError(
+                f"{self.directory}: unknown weight name(s) {_listed(unknown)}. Mistral/Mixtral native weights are "
+                "tok_embeddings, norm, output and layers.N.{attention.wq/wk/wv/wo, attention_norm, ffn_norm, "
+                "feed_forward.w1/w2/w3 or feed_forward.gate + feed_forward.experts.E.w1/w2/w3}; other models "
+                "(vision, LoRA adapters) are not supported."
+            )
+        hf_tensors = {}
+        for key, tensor in native.items():
+            hf_key = _rename(key, _NATIVE_TO_HF)
+            if hf_key not in expected:
+                raise NativeCheckpointError(
+                    f"{self.directory}: weight {key!r} does not fit the model {params} describes (check n_layers, "
+                    "moe.num_experts and tied_embeddings there)."
+                )
+            if tensor.shape != expected[hf_key]:
+                raise NativeCheckpointError(
+                    f"{self.directory}: weight {key!r} has shape {list(tensor.shape)}, but {params} implies "
+                    f"{list(expected[hf_key])}: check dim, head_dim, hidden_dim, n_heads, n_kv_heads and vocab_size."
+                )
+            heads = _rotary_heads(hf_key, self.config)
+            hf_tensors[hf_key] = tensor if heads is None else tensor.with_transform(_RotaryToHF(heads))
+        missing = [_rename(key, _HF_TO_NATIVE) for key in expected if key not in hf_tensors]
+        if missing:
+            raise NativeCheckpointError(
+                f"{self.directory}: missing weight(s) {_listed(missing)} that {params} implies; the checkpoint is "
+                "incomplete (re-download it) or params.json belongs to another model."
+            )
+        return hf_tensors
+
+    def hf_state_dict(self) -> dict[str, LazyTensor]:
+        """Weights under transformers names (Mixtral experts per expert, 4.x names), read when first indexed."""
+        return dict(self._hf_tensors)
+
+    def check_loading_info(self, loading_info: Mapping[str, Any], model: Any) -> None:
+        """Raise unless transformers filled every weight of `model` this checkpoint has.
+
+        A task head the native layout has no weights for (e.g. `score` of a sequence classifier) stays freshly
+        initialised, and a base model drops `output.weight`, as with Hugging Face checkpoints.
+        """
+        prefix = model.base_model_prefix + "."
+        is_base_model = not hasattr(model, model.base_model_prefix)
+        problems = {
+            "missing": sorted(
+                key
+                for key in loading_info.get("missing_keys", ())
+                if is_base_model or key.startswith(prefix) or key == "lm_head.weight"
+            ),
+            "unexpected": sorted(
+                key
+                for key in loading_info.get("unexpected_keys", ())
+                if key != "lm_head.weight" or hasattr(model, "lm_head")
+            ),
+            "mismatched": sorted(str(item) for item in loading_info.get("mismatched_keys", ())),
+            "not converted": sorted(loading_info.get("conversion_errors", {}) or ()),
+        }
+        problems = {kind: keys for kind, keys in problems.items() if keys}
+        if problems:
+            details = "; ".join(f"{kind}: {', '.join(keys[:5])}" for kind, keys in problems.items())
+            raise NativeCheckpointError(
+                f"Loading {self.directory} did not fill the model ({details}). The model config passed to "
+                f"from_pretrained must match {self.directory / PARAMS_FILE}."
+            )
+
+    def apply_generation_config(self, model: Any) -> None:
+        """Use the directory's `generation_config.json` when it has one (native releases usually do not)."""
+        if (self.directory / "generation_config.json").is_file():
+            from transformers import GenerationConfig
+
+            model.generation_config = GenerationConfig.from_pretrained(self.directory)
+
+    def close(self) -> None:
+        self._files.close()
+
+    def __enter__(self) -> NativeCheckpoint:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class _RotaryToHF:
+    num_heads: int
+
+    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        return rotary_to_hf(weight, self.num_heads)
+
+
+@dataclass(frozen=True)
+class _RotaryToNative:
+    num_heads: int
+
+    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        return rotary_to_native(weight, self.num_heads)
+
+
+# --- conversion -------------------------------------------------------------------------------------------------
+
+
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: Literal["hf", "native"]) -> Path:
+    """Convert a checkpoint directory between the Hugging Face and Mistral native layouts, tensor by tensor.
+
+    `to="native"` reads an HF Mistral/Mixtral directory (`config.json` + safetensors, experts fused or per expert) and
+    writes `params.json` + `consolidated.safetensors`; `to="hf"` reads a native directory and writes `config.json`,
+    `generation_config.json` and `model.safetensors` (Mixtral experts per expert, as `save_pretrained` writes them).
+    Tokenizer files are copied along. Peak memory is about one tensor: weights are read from memory maps and written
+    out one at a time. `dst` must not exist yet (or be empty); it only appears once the conversion has succeeded.
+    """
+    src, dst = Path(src), Path(dst)
+    if to not in ("hf", "native"):
+        raise ValueError(f"to must be 'hf' or 'native', got {to!r}.")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise FileExistsError(f"{dst} already exists and is not empty; pick a new destination.")
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src} is not a checkpoint directory.")
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        if to == "native":
+            _hf_to_native(src, staging)
+        else:
+            _native_to_hf(src, staging)
+        for file in src.iterdir():
+            if file.is_file() and TOKENIZER_FILE_PATTERN.match(file.name):
+                shutil.copy2(file, staging / file.name)
+        if dst.exists():
+            dst.rmdir()
+        staging.rename(dst)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dst
+
+
+def _native_to_hf(src: Path, dst: Path) -> None:
+    from transformers import GenerationConfig
+
+    from .modeling import KitMistralConfig, KitMixtralConfig
+
+    if native_checkpoint_dir(src) is None:
+        raise NativeCheckpointError(f"{src} is not a native checkpoint (it needs {PARAMS_FILE} and no config.json).")
+    with NativeCheckpoint(src) as checkpoint:
+        config_class = KitMixtralConfig if checkpoint.config["model_type"] == "mixtral" else KitMistralConfig
+        config = config_class.from_dict(checkpoint.config)
+        tensors = checkpoint.hf_state_dict()
+        config.dtype = next(iter(tensors.values())).dtype
+        write_safetensors(dst / HF_SAFETENSORS, sorted(tensors.items(), key=lambda item: _natural_key(item[0])))
+        config.save_pretrained(dst)  # writes the upstream model_type
+        if (src / "generation_config.json").is_file():
+            shutil.copy2(src / "generation_config.json", dst / "generation_config.json")
+        else:
+            GenerationConfig.from_model_config(config).save_pretrained(dst)
+
+
+def _hf_to_native(src: Path, dst: Path) -> None:
+    from transformers import AutoConfig
+
+    from .modeling import to_kit_config
+
+    if not (src / "config.json").is_file():
+        raise NativeCheckpointError(f"{src} is not a Hugging Face checkpoint (no config.json).")
+    config = to_kit_config(AutoConfig.from_pretrained(src))
+    files = _hf_weight_files(src)
+    hf = _TensorFiles(files, f"Re-download the file into {src}.")
+    try:
+        write_native(hf.tensors, config, dst)
+    finally:
+        hf.close()
+
+
+def write_native(hf_tensors: Mapping[str, torch.Tensor | LazyTensor], config: Any, dst: str | os.PathLike) -> None:
+    """Write `params.json` + `consolidated.safetensors` into `dst` from transformers-named tensors.
+
+    `hf_tensors` may hold tensors or `LazyTensor`s, Mixtral experts fused (5.x) or per expert (4.x); a base-model
+    prefix-less or sequence-classification state dict is rejected (the native layout is a causal LM).
+    """
+    dst = Path(dst)
+    config_dict = {**config.to_dict(), "head_dim": config.head_dim}
+    expected = expected_hf_shapes(config_dict)
+    tensors = {key: _as_lazy(value) for key, value in hf_tensors.items() if not key.endswith("rotary_emb.inv_freq")}
+    if config.tie_word_embeddings:
+        tensors.pop("lm_head.weight", None)
+    per_expert = _to_per_expert_names(tensors, config_dict)
+
+    native = {}
+    for key, tensor in per_expert.items():
+        native_key = _rename(key, _HF_TO_NATIVE)
+        if native_key is None or key not in expected:
+            raise NativeCheckpointError(
+                f"Cannot export weight {key!r}: it has no place in a native {config_dict['model_type']} causal LM "
+                f"({config.num_hidden_layers} layers). Only {config_dict['model_type']} causal-LM checkpoints convert."
+            )
+        if tensor.shape != expected[key]:
+            raise NativeCheckpointError(
+                f"Cannot export weight {key!r}: shape {list(tensor.shape)}, but the config implies "
+                f"{list(expected[key])}."
+            )
+        heads = _rotary_heads(key, config_dict)
+        native[native_key] = tensor if heads is None else tensor.with_transform(_RotaryToNative(heads))
+    missing = [key for key in expected if key not in per_expert]
+    if missing:
+        raise NativeCheckpointError(f"Cannot export: the checkpoint lacks {_listed(missing)}.")
+    dst.mkdir(parents=True, exist_ok=True)
+    write_safetensors(dst / NATIVE_SAFETENSORS, sorted(native.items(), key=lambda item: _natural_key(item[0])))
+    (dst / PARAMS_FILE).write_text(json.dumps(params_from_config(config), indent=2) + "\n")
+
+
+def _to_per_expert_names(tensors: dict[str, LazyTensor], config: Mapping[str, Any]) -> dict[str, LazyTensor]:
+    """Rename the 5.x router and split 5.x fused experts into per-expert slices, under 4.x names."""
+    result = {}
+    for key, tensor in tensors.items():
+        router = _HF_ROUTER.fullmatch(key)
+        match = _HF_FUSED_EXPERTS.fullmatch(key)
+        if router is not None:
+            result[f"model.layers.{router.group(1)}.block_sparse_moe.gate.weight"] = tensor
+            continue
+        if match is None:
+            result[key] = tensor
+            continue
+        layer, fused = match.groups()
+        parts = _FUSED_PARTS[fused]
+        experts, rows, cols = tensor.shape if len(tensor.shape) == 3 else (None, None, None)
+        if experts != config.get("num_local_experts") or rows % len(parts):
+            raise NativeCheckpointError(f"Cannot export weight {key!r}: unexpected shape {list(tensor.shape)}.")
+        part_rows = rows // len(parts)
+        for expert in range(experts):
+            for i, name in enumerate(parts):
+                index = (expert, slice(i * part_rows, (i + 1) * part_rows))
+                result[f"model.layers.{layer}.block_sparse_moe.experts.{expert}.{name}.weight"] = LazyTensor(
+                    tensor.source, tensor.dtype, (part_rows, cols), index
+                )
+    return result
+
+
+def _as_lazy(value: torch.Tensor | LazyTensor) -> LazyTensor:
+    if isinstance(value, LazyTensor):
+        return value
+    return LazyTensor(value, value.dtype, tuple(value.shape))
+
+
+def _hf_weight_files(directory: Path) -> list[Path]:
+    index = directory / f"{HF_SAFETENSORS}.index.json"
+    if index.is_file():
+        return [directory / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    # Repositories shipping both layouts also hold consolidated*.safetensors: those are not HF weights.
+    files = sorted(path for path in directory.glob("*.safetensors") if not _SAFETENSORS_SHARD.match(path.name))
+    if not files:
+        raise NativeCheckpointError(
+            f"{directory} has no safetensors weights; re-save it with `save_pretrained` (safetensors is the default)."
+        )
+    return files
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in name.split(".")]
+
+
+def write_safetensors(path: str | os.PathLike, tensors: list[tuple[str, LazyTensor]]) -> None:
+    """Write a safetensors file one tensor at a time (the safetensors API needs every tensor in memory at once).
+
+    The header is computed from the planned dtypes and shapes first; each tensor is then read, checked against its
+    plan and appended. The result is a standard safetensors file (little-endian, `format: pt` metadata).
+    """
+    if sys.byteorder != "little":
+        raise RuntimeError("safetensors files are little-endian; writing them on a big-endian machine is unsupported.")
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, tensor in tensors:
+        size = math.prod(tensor.shape) * tensor.dtype.itemsize
+        header[name] = {
+            "dtype": _SAFETENSORS_NAMES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as stream:
+        stream.write(struct.pack("<Q", len(encoded)))
+        stream.write(encoded)
+        for name, lazy in tensors:
+            tensor = lazy.read()
+            if tensor.dtype != lazy.dtype or tuple(tensor.shape) != lazy.shape:
+                raise NativeCheckpointError(
+                    f"{name}: read {tensor.dtype} {list(tensor.shape)}, planned {lazy.dtype} {list(lazy.shape)}."
+                )
+            stream.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
