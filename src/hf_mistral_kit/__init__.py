@@ -1,45 +1,14 @@
-"""hf-mistral-kit: the Mistral model family on Hugging Face transformers, correct and fast."""
+"""hf-mistral-kit: the Mistral model family on Hugging Face transformers, correct and fast.
 
-# issue 2: chat templates and exact tokenizers
-from .templates import apply_chat_template, get_chat_template, list_templates, render
-from .tokenizer import MistralSentencePieceTokenizer, load_tokenizer, reference_tokenizer_file
+Importing the package registers the kit's Mistral/Mixtral classes with transformers' Auto classes under the kit's own
+model types (`register()`); transformers' built-in `mistral`/`mixtral` mappings are left alone.
+"""
 
-# issue 4: presets, hardware, memory planning, loading
-# isort: split
+from .auto import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from .hardware import Hardware
 from .loading import load_model
 from .memory import MemoryPlan, plan_memory
-from .presets import PRESETS, Preset, PresetError, ResolvedPreset, resolve_preset
-
-__all__ = [
-    "MistralSentencePieceTokenizer",
-    "apply_chat_template",
-    "get_chat_template",
-    "list_templates",
-    "load_tokenizer",
-    "reference_tokenizer_file",
-    "render",
-    # issue 4: presets, hardware, memory planning, loading
-    "Hardware",
-    "MemoryPlan",
-    "PRESETS",
-    "Preset",
-    "PresetError",
-    "ResolvedPreset",
-    "load_model",
-    "plan_memory",
-    "resolve_preset",
-]
-
-# issue 3: models, native checkpoints, auto classes
-from .auto import (  # noqa: E402
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-)
-from .modeling import (  # noqa: E402
+from .modeling import (
     KitMistralConfig,
     KitMistralForCausalLM,
     KitMistralForSequenceClassification,
@@ -50,11 +19,16 @@ from .modeling import (  # noqa: E402
     KitMixtralModel,
     register,
 )
-from .native import NativeCheckpointError, convert_checkpoint  # noqa: E402
-from .tiny import tiny_model  # noqa: E402
+from .native import NativeCheckpointError, convert_checkpoint
+from .presets import PRESETS, Preset, PresetError, ResolvedPreset, resolve_preset
+from .templates import apply_chat_template, get_chat_template, list_templates, render
+from .tiny import tiny_model
+from .tokenizer import MistralSentencePieceTokenizer, load_tokenizer, reference_tokenizer_file
 
 register()
-__all__ += [
+
+__all__ = [
+    # drop-in Auto classes and the model classes behind them
     "AutoConfig",
     "AutoModel",
     "AutoModelForCausalLM",
@@ -68,8 +42,27 @@ __all__ += [
     "KitMixtralForCausalLM",
     "KitMixtralForSequenceClassification",
     "KitMixtralModel",
+    "register",
+    # native checkpoints and tiny offline models
     "NativeCheckpointError",
     "convert_checkpoint",
-    "register",
     "tiny_model",
+    # chat templates and exact tokenizers
+    "MistralSentencePieceTokenizer",
+    "apply_chat_template",
+    "get_chat_template",
+    "list_templates",
+    "load_tokenizer",
+    "reference_tokenizer_file",
+    "render",
+    # presets, hardware, memory planning, loading
+    "Hardware",
+    "MemoryPlan",
+    "PRESETS",
+    "Preset",
+    "PresetError",
+    "ResolvedPreset",
+    "load_model",
+    "plan_memory",
+    "resolve_preset",
 ]

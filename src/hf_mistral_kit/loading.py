@@ -84,8 +84,8 @@ def load_model(
 
 
 def _model_class():
-    """The one place that names the model class."""
-    from transformers import AutoModelForCausalLM
+    """The one place that names the model class: the kit's drop-in (native checkpoints, quantizable Mixtral)."""
+    from .auto import AutoModelForCausalLM
 
     return AutoModelForCausalLM
 

@@ -65,8 +65,11 @@ class ModelShape:
             if not hasattr(config, "to_dict"):
                 raise TypeError(f"expected a PretrainedConfig, a config dict or a path, got {type(config).__name__}")
             config = {**config.to_dict(), "head_dim": getattr(config, "head_dim", None)}
-        if "dim" in config and "n_layers" in config:
-            return _shape_from_params_json(config)
+        if "dim" in config and "n_layers" in config:  # Mistral's native params.json
+            from .native import config_dict_from_params_dict
+
+            name = config.get("_name_or_path", "mistral (params.json)")
+            config = {**config_dict_from_params_dict(dict(config)), "_name_or_path": name}
         hidden = config["hidden_size"]
         heads = config["num_attention_heads"]
         return cls(
@@ -329,23 +332,3 @@ def _read_config_file(path: str) -> dict:
         config = json.load(f)
     config.setdefault("_name_or_path", os.path.basename(os.path.dirname(os.path.abspath(path))))
     return config
-
-
-def _shape_from_params_json(params: Mapping) -> ModelShape:
-    """Mistral's native `params.json` (mistral-inference naming)."""
-    moe = params.get("moe") or {}
-    heads = params["n_heads"]
-    return ModelShape(
-        name=params.get("_name_or_path", "mistral (params.json)"),
-        vocab_size=params["vocab_size"],
-        hidden_size=params["dim"],
-        intermediate_size=params["hidden_dim"],
-        num_layers=params["n_layers"],
-        num_heads=heads,
-        num_kv_heads=params.get("n_kv_heads") or heads,
-        head_dim=params.get("head_dim") or params["dim"] // heads,
-        num_experts=moe.get("num_experts", 0),
-        experts_per_token=moe.get("num_experts_per_tok", 0),
-        tie_word_embeddings=bool(params.get("tied_embeddings", False)),
-        sliding_window=params.get("sliding_window"),
-    )

@@ -79,12 +79,18 @@ def native_checkpoint_dir(path: str | os.PathLike, subfolder: str = "") -> Path 
 
 
 def config_dict_from_params(directory: str | os.PathLike) -> dict[str, Any]:
-    """Translate `params.json` into a transformers config dict (`model_type` `mistral` or `mixtral`)."""
+    """Translate a directory's `params.json` into a transformers config dict (`model_type` `mistral` or `mixtral`)."""
     path = Path(directory) / PARAMS_FILE
     try:
         params = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise NativeCheckpointError(f"Cannot read {path}: {error}.") from error
+    return config_dict_from_params_dict(params, source=path)
+
+
+def config_dict_from_params_dict(params: Any, source: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
+    """Translate the contents of a `params.json` (named `source` in errors) into a transformers config dict."""
+    path = source
     if not isinstance(params, dict):
         raise NativeCheckpointError(f"{path} must hold a JSON object, got {type(params).__name__}.")
 
