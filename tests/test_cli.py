@@ -323,10 +323,16 @@ def test_demo_offline_from_an_empty_cache_in_under_a_minute(cli_env, tmp_path):
 
 
 def test_demo_on_a_given_model(cli_env, run, tiny_checkpoints):
+    import torch
+
     result = cli("demo", "--model", str(tiny_checkpoints["mixtral"]), "--max-new-tokens", "3", env=cli_env)
     assert result.returncode == 0, result.stderr
     assert "RANDOM" not in result.stdout and "building" not in result.stdout
     assert f"== model: {tiny_checkpoints['mixtral']}" in result.stdout and "3 tokens in" in result.stdout
+    impossible = run("demo", "--preset", "fa2")
+    if not torch.cuda.is_available():
+        assert_user_error(impossible, ExitCode.USAGE, "flash_attention_2 needs a CUDA GPU")
+        assert impossible.stdout == ""  # refused before printing or building anything
     missing = run("demo", "--model", "./no-such-checkpoint")
     assert_user_error(missing, ExitCode.MISSING, "no-such-checkpoint does not exist")
 
@@ -561,7 +567,7 @@ def test_plan_errors(run, tmp_path):
 # --- convert ----------------------------------------------------------------------------------------------------
 
 
-def test_convert_round_trip(cli_env, tiny_checkpoints, tmp_path):
+def test_convert_round_trip(cli_env, run, tiny_checkpoints, tmp_path):
     from safetensors.torch import load_file
 
     source = tiny_checkpoints["mistral"]
@@ -574,6 +580,14 @@ def test_convert_round_trip(cli_env, tiny_checkpoints, tmp_path):
     original, restored = load_file(source / "model.safetensors"), load_file(back / "model.safetensors")
     assert original.keys() == restored.keys()
     assert all(original[key].equal(restored[key]) for key in original)
+
+    # The native checkpoint chats like the original (same weights, greedy).
+    stdin = json.dumps({"content": "Hello"}) + "\n"
+    replies = [
+        run("chat", str(model), "--jsonl", "--temperature", "0", "--max-new-tokens", "6", input=stdin)
+        for model in (source, native)
+    ]
+    assert replies[0].returncode == 0 and replies[0].stdout == replies[1].stdout
 
 
 def test_convert_errors(run, tiny_checkpoints, tmp_path):

@@ -28,10 +28,14 @@ RANDOM_WEIGHTS = (
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import Hardware
+    from .. import Hardware, PresetError, resolve_preset
 
     started = time.perf_counter()
     hardware = Hardware.detect()
+    try:  # a preset this machine cannot run at all fails before anything is printed or built
+        resolve_preset(args.preset, hardware)
+    except (PresetError, ImportError) as error:
+        raise CLIError(str(error)) from None
     if args.model:
         models = [("model", model_source(args.model))]
     else:
