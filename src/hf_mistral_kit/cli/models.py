@@ -19,7 +19,9 @@ def model_source(value: str) -> str:
         return str(path)
     looks_like_path = path.is_absolute() or value.startswith((".", "~")) or value.count("/") > 1
     if looks_like_path or not value.strip():
-        raise CLIError(f"model {value} does not exist (expected a checkpoint directory or a hub id).", ExitCode.MISSING)
+        raise CLIError(
+            f"model {value} does not exist (expected a local path or a Hugging Face hub id).", ExitCode.MISSING
+        )
     return value
 
 

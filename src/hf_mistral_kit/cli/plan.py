@@ -7,26 +7,25 @@ import dataclasses
 import json
 from typing import Any
 
-from .common import CLIError, ExitCode, existing_path
-from .models import out_of_memory
+from .common import CLIError, ExitCode
+from .models import model_config, model_source, out_of_memory
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import Hardware, PresetError, plan_memory
 
-    path = existing_path(args.model, "Model or config")
-    if path.is_dir() and not any((path / name).is_file() for name in ("config.json", "params.json")):
-        raise CLIError(f"{path} has no config.json or params.json.", ExitCode.MISSING)
+    source = model_source(args.model)
+    config = model_config(source)
     hardware = _hardware(args.gpu) if args.gpu else Hardware.detect()
     try:
         plan = plan_memory(
-            str(path), args.preset, context_length=args.context, batch_size=args.batch_size, hardware=hardware
+            config, args.preset, context_length=args.context, batch_size=args.batch_size, hardware=hardware
         )
     except PresetError as error:
         code = ExitCode.OUT_OF_MEMORY if args.preset == "auto" else ExitCode.USAGE  # auto fails only when nothing fits
         raise CLIError(str(error), code) from None
     except (KeyError, TypeError, json.JSONDecodeError) as error:
-        raise CLIError(f"{path} is not a Mistral/Mixtral config ({type(error).__name__}: {error}).") from None
+        raise CLIError(f"{source} is not a Mistral/Mixtral config ({type(error).__name__}: {error}).") from None
     except (ValueError, ImportError) as error:
         raise CLIError(str(error)) from None
     print(json.dumps(plan_dict(plan), indent=2) if args.json else plan, flush=True)

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"cannot render {where}: {error}") from None
         if reference is not None:
             _check(ids, reference, tokenizer, messages, tools, args.continue_final_message, where)
+        if number > 1 and not args.json:
+            print()  # a blank line between conversations
         if args.json:
             pieces = tokenizer.convert_ids_to_tokens(ids)
             print(json.dumps({"text": text, "ids": ids, "pieces": pieces}, ensure_ascii=False))
