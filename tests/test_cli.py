@@ -426,7 +426,8 @@ def test_chat_with_another_template(cli_env, tiny_checkpoints):
 
 
 def test_chat_in_a_terminal(tiny_checkpoints, cli_env):
-    pexpect = pytest.importorskip("pexpect")
+    import pexpect
+
     child = pexpect.spawn(
         str(SCRIPT),
         ["chat", str(tiny_checkpoints["mistral"]), "--temperature", "0", "--max-new-tokens", "100000"],

@@ -96,7 +96,7 @@ def test_qlora_finetune_trains_adapters_on_assistant_tokens_only(cli_env, tiny_c
 
 
 def test_use_cases_notebook_runs(tiny_checkpoints, monkeypatch, tmp_path):
-    nbformat = pytest.importorskip("nbformat")
+    import nbformat
     from jupyter_client.kernelspec import KernelSpecManager
     from nbclient import NotebookClient
 

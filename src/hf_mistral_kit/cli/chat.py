@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .common import CLIError, ExitCode
 from .models import loading_errors, model_config, model_source, resolve
+
+if TYPE_CHECKING:
+    from .streaming import Reply
 
 COMMANDS = "/reset clears the history, /exit (or Ctrl-D) leaves, Ctrl-C stops a reply"
 
@@ -30,7 +34,8 @@ class Session:
     def reset(self) -> None:
         self.history.clear()
 
-    def reply(self, text: str, write) -> Any:
+    def reply(self, text: str, write: Callable[[str], Any]) -> Reply:
+        """Stream the reply to `text`; the exchange joins the history (unless it failed or came back empty)."""
         from .streaming import stream_reply
 
         self.history.append({"role": "user", "content": text})

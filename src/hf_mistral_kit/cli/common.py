@@ -14,15 +14,15 @@ ROLES = ("system", "user", "assistant", "tool")
 
 
 class ExitCode(IntEnum):
-    """Exit codes scripts can rely on (also listed in `hf-mistral-kit --help` and the README)."""
+    """Exit codes scripts can rely on; what each means is in EXIT_CODE_MEANINGS (`--help`, README)."""
 
     OK = 0
-    FAILED = 1  # an unexpected error (a bug: reported with its traceback)
-    USAGE = 2  # bad arguments or bad input: unknown template/preset, invalid conversation JSON, impossible preset
-    MISSING = 3  # a file or directory that does not exist or holds no model/tokenizer
-    OUT_OF_MEMORY = 4  # the memory plan predicts the model does not fit (or the device ran out of memory)
-    MISMATCH = 5  # `render --check`: the kit's ids differ from mistral-common's (or mistral-common rejects the chat)
-    INTERRUPTED = 130  # Ctrl-C outside a streamed reply
+    FAILED = 1
+    USAGE = 2
+    MISSING = 3
+    OUT_OF_MEMORY = 4
+    MISMATCH = 5
+    INTERRUPTED = 130
 
 
 EXIT_CODE_MEANINGS = {
