@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import hf_mistral_kit as kit
 
 ROOT = Path(__file__).resolve().parents[1]
