@@ -30,7 +30,6 @@ RANDOM_WEIGHTS = (
 def run(args: argparse.Namespace) -> int:
     from .. import Hardware, PresetError, resolve_preset
 
-    started = time.perf_counter()
     hardware = Hardware.detect()
     try:  # a preset this machine cannot run at all fails before anything is printed or built
         resolve_preset(args.preset, hardware)
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     for label, source in models:
         _demo_model(label, source, hardware, args)
-    print(f"\ndone in {time.perf_counter() - started:.1f} s.", flush=True)
+    print("\ndone.", flush=True)
     return ExitCode.OK
 
 
@@ -63,7 +62,7 @@ def tiny_checkpoint(kind: str, root: Path | None = None) -> Path:
 
     target = (root or cache_dir()) / f"tiny-{kind}-{version('hf-mistral-kit')}"
     if not target.exists():
-        print(f"building a tiny random {kind} in {target} (once) ...", flush=True)
+        print(f"building a tiny random {kind} in {_shown(target)} (once) ...", flush=True)
     try:
         return tiny_model(kind, path=target, tokenizer=TINY_TOKENIZERS[kind])
     except FileExistsError:
@@ -75,7 +74,7 @@ def _demo_model(label: str, source: str, hardware: Any, args: argparse.Namespace
     from .streaming import stream_reply, template_name
 
     config = model_config(source)
-    _section(f"{label}: {source}")
+    _section(f"{label}: {_shown(source)}")
     resolved = resolve(args.preset, config, hardware, context_length=args.context)
     print(resolved)
     plan = plan_memory(config, args.preset, context_length=args.context, hardware=hardware)
@@ -105,6 +104,12 @@ def _demo_model(label: str, source: str, hardware: Any, args: argparse.Namespace
 def _write(text: str) -> None:
     sys.stdout.write(text.replace("\n", "\n  "))
     sys.stdout.flush()
+
+
+def _shown(path: str | Path) -> str:
+    """`path` with the home directory written as ~."""
+    home, text = str(Path.home()), str(path)
+    return "~" + text[len(home) :] if text.startswith(home + "/") else text
 
 
 def _section(title: str) -> None:
