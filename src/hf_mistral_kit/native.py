@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
+from transformers.utils.logging import tqdm
 
 PARAMS_FILE = "params.json"
 NATIVE_SAFETENSORS = "consolidated.safetensors"
@@ -739,7 +740,9 @@ def write_safetensors(path: str | os.PathLike, tensors: list[tuple[str, LazyTens
         offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
-    with open(path, "wb") as stream:
+    # A progress bar in bytes (transformers' tqdm: `transformers.utils.logging.disable_progress_bar()` hides it).
+    progress = tqdm(total=offset, unit="B", unit_scale=True, desc=f"Writing {Path(path).name}")
+    with open(path, "wb") as stream, progress:
         stream.write(struct.pack("<Q", len(encoded)))
         stream.write(encoded)
         for name, lazy in tensors:
@@ -749,3 +752,4 @@ def write_safetensors(path: str | os.PathLike, tensors: list[tuple[str, LazyTens
                     f"{name}: read {tensor.dtype} {list(tensor.shape)}, planned {lazy.dtype} {list(lazy.shape)}."
                 )
             stream.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+            progress.update(tensor.numel() * tensor.element_size())

@@ -1,0 +1,32 @@
+"""`hf-mistral-kit convert`: a checkpoint from Hugging Face layout to Mistral's native one, or back."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .common import CLIError, ExitCode, existing_path
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..native import convert_checkpoint
+
+    src = existing_path(args.src, "Checkpoint")
+    if not src.is_dir():
+        raise CLIError(f"{src} is not a directory; SRC is a checkpoint directory.")
+    dst = Path(args.dst).expanduser()
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise CLIError(f"{dst} already exists and is not an empty directory; choose a new DST.")
+    if dst.resolve() == src.resolve():
+        raise CLIError("SRC and DST are the same directory.")
+    start = time.perf_counter()
+    try:
+        written = convert_checkpoint(src, dst, to=args.to)
+    except FileNotFoundError as error:
+        raise CLIError(str(error), ExitCode.MISSING) from None
+    except (ValueError, KeyError, OSError) as error:
+        raise CLIError(f"cannot convert {src}: {error}") from None
+    layout = "Hugging Face" if args.to == "hf" else "native"
+    print(f"wrote the {layout} checkpoint {written or dst} in {time.perf_counter() - start:.1f} s.")
+    return ExitCode.OK

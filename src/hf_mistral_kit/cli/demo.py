@@ -1,0 +1,116 @@
+"""`hf-mistral-kit demo`: the whole kit on a tiny random Mistral and Mixtral, offline, in seconds (or on --model)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from ..templates import list_templates, render
+from .common import CLIError, ExitCode, cache_dir
+from .models import loading_errors, model_config, model_source, resolve
+
+CONVERSATION = [
+    {"role": "system", "content": "You answer in one sentence."},
+    {"role": "user", "content": "What is your favourite condiment?"},
+    {"role": "assistant", "content": "A squeeze of fresh lemon juice."},
+    {"role": "user", "content": "Do you have mayonnaise recipes?"},
+]
+TINY_TOKENIZERS = {"mistral": "v3", "mixtral": "v1"}
+RANDOM_WEIGHTS = (
+    "The tiny models have RANDOM weights: their replies below are noise, not answers. The demo shows the plumbing "
+    "(templates, presets, memory plan, streaming); run `hf-mistral-kit demo --model PATH` on a real checkpoint."
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import Hardware, PresetError, resolve_preset
+
+    hardware = Hardware.detect()
+    try:  # a preset this machine cannot run at all fails before anything is printed or built
+        resolve_preset(args.preset, hardware)
+    except (PresetError, ImportError) as error:
+        raise CLIError(str(error)) from None
+    if args.model:
+        models = [("model", model_source(args.model))]
+    else:
+        print(RANDOM_WEIGHTS, flush=True)
+        models = [(f"tiny {kind}", str(tiny_checkpoint(kind))) for kind in ("mistral", "mixtral")]
+
+    _section("chat templates: one conversation, rendered by every template")
+    for name in list_templates():
+        print(f"--- {name}")
+        print(render(CONVERSATION, name, add_generation_prompt=name == "chatml"))
+
+    for label, source in models:
+        _demo_model(label, source, hardware, args)
+    print("\ndone.", flush=True)
+    return ExitCode.OK
+
+
+def tiny_checkpoint(kind: str, root: Path | None = None) -> Path:
+    """The cached tiny checkpoint of `kind` under `root` (default: the kit's cache dir), built on first use.
+
+    The tiny Mistral carries the v3 tokenizer (as Mistral-7B-Instruct-v0.3), the tiny Mixtral the v1 tokenizer (as
+    Mixtral-8x7B-Instruct-v0.1), so the demo shows both Mistral templates at work.
+    """
+    from .. import tiny_model
+
+    target = (root or cache_dir()) / f"tiny-{kind}-{version('hf-mistral-kit')}"
+    if not target.exists():
+        print(f"building a tiny random {kind} in {_shown(target)} (once) ...", flush=True)
+    try:
+        return tiny_model(kind, path=target, tokenizer=TINY_TOKENIZERS[kind])
+    except FileExistsError:
+        raise CLIError(f"{target} holds something else than the demo's tiny {kind}; delete it.") from None
+
+
+def _demo_model(label: str, source: str, hardware: Any, args: argparse.Namespace) -> None:
+    from .. import AutoModelForCausalLM, AutoTokenizer, plan_memory
+    from .streaming import stream_reply, template_name
+
+    config = model_config(source)
+    _section(f"{label}: {_shown(source)}")
+    resolved = resolve(args.preset, config, hardware, context_length=args.context)
+    print(resolved)
+    plan = plan_memory(config, args.preset, context_length=args.context, hardware=hardware)
+    print("memory plan:")
+    print(textwrap.indent(str(plan), "  "))
+
+    with loading_errors(source):
+        start = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(source, preset=args.preset)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    parameters = sum(p.numel() for p in model.parameters())
+    print(
+        f"loaded {type(model).__name__} ({parameters / 1e6:.1f}M parameters, {model.dtype}, {model.device}) "
+        f"in {time.perf_counter() - start:.1f} s; template {template_name(tokenizer)}"
+    )
+    print(f"reply to {CONVERSATION[-1]['content']!r}, streamed:")
+    print("  ", end="", flush=True)
+    reply = stream_reply(model, tokenizer, CONVERSATION, _write, max_new_tokens=args.max_new_tokens, temperature=0)
+    print()
+    print(
+        f"{reply.new_tokens} tokens in {reply.seconds:.2f} s: first after {reply.first_token_seconds:.2f} s "
+        f"(prompt {reply.prompt_tokens} tokens), then {reply.tokens_per_second:.1f} tokens/s (greedy)",
+        flush=True,
+    )
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text.replace("\n", "\n  "))
+    sys.stdout.flush()
+
+
+def _shown(path: str | Path) -> str:
+    """`path` with the home directory written as ~."""
+    home, text = str(Path.home()), str(path)
+    return "~" + text[len(home) :] if text.startswith(home + "/") else text
+
+
+def _section(title: str) -> None:
+    print(f"\n== {title}", flush=True)
