@@ -205,7 +205,7 @@ class MemoryPlan:
             rows.append(("available", self.available_bytes))
         width = max(len(label) for label, _ in rows)
         lines = [
-            f"{self.model}: {self.parameters / 1e9:.2f}B parameters, preset {self.preset!r} ({self.weight_format}), "
+            f"{self.model}: {_count(self.parameters)} parameters, preset {self.preset!r} ({self.weight_format}), "
             f"{self.context_length} tokens x batch {self.batch_size}",
             f"{'':{width}}  {'GB':>9}  {'GiB':>9}",
         ]
@@ -332,3 +332,11 @@ def _read_config_file(path: str) -> dict:
         config = json.load(f)
     config.setdefault("_name_or_path", os.path.basename(os.path.dirname(os.path.abspath(path))))
     return config
+
+
+def _count(parameters: int) -> str:
+    """7.24B, 4.3M, 512K: a parameter count at the scale it is read at."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if parameters >= scale:
+            return f"{parameters / scale:.2f}{suffix}"
+    return str(parameters)
