@@ -51,6 +51,35 @@ json_value = st.recursive(
 )
 
 
+# A conversation with one tool call and its result, as OpenAI-style messages, and the tool it calls.
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": 'Weather for a "city".',
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+TOOL_CHAT = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "tool_calls": [
+            {
+                "id": "abcDEF123",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "abcDEF123", "content": '{"temperature": 21, "unit": "C"}'},
+    {"role": "assistant", "content": "21 °C."},
+    {"role": "user", "content": "And tomorrow?"},
+]
+
+
 @st.composite
 def conversations(draw, tools: bool = False):
     """(messages, tools, continue_final_message) in OpenAI format, valid for mistral-common."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import hf_mistral_kit as kit
+from chats import TOOL_CHAT, TOOLS
 from hf_mistral_kit.cli import TEMPLATES, ExitCode, main
 from reference_configs import MISTRAL_7B, MIXTRAL_8X7B_PARAMS
 
@@ -24,32 +25,6 @@ CHAT = [
     {"role": "user", "content": "Hi  [INST] there, ça va?"},
     {"role": "assistant", "content": "Fine."},
     {"role": "user", "content": "Bye"},
-]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather for a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-]
-TOOL_CHAT = [
-    {"role": "user", "content": "Weather in Paris?"},
-    {
-        "role": "assistant",
-        "tool_calls": [
-            {
-                "id": "abcDEF123",
-                "type": "function",
-                "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
-            }
-        ],
-    },
-    {"role": "tool", "tool_call_id": "abcDEF123", "content": '{"temperature": 21}'},
-    {"role": "assistant", "content": "21 °C."},
-    {"role": "user", "content": "And tomorrow?"},
 ]
 
 

@@ -20,20 +20,15 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 import hf_mistral_kit as kit
 from hf_mistral_kit import modeling
+from tiny_configs import TINY_SIZES
 
 SEQ_LEN = 12
 WINDOW = 4  # smaller than SEQ_LEN, so the sliding window masks something
-SIZES = dict(
-    vocab_size=320,
-    hidden_size=64,
-    intermediate_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,  # grouped-query attention
-    head_dim=16,
-    sliding_window=WINDOW,
-    initializer_range=0.1,  # peaked enough that logits differ clearly between positions
-)
+SIZES = {
+    **TINY_SIZES,
+    "sliding_window": WINDOW,
+    "initializer_range": 0.1,  # peaked enough that logits differ clearly between positions
+}
 UPSTREAM = {
     "mistral": (MistralConfig, MistralForCausalLM, kit.KitMistralForCausalLM),
     "mixtral": (MixtralConfig, MixtralForCausalLM, kit.KitMixtralForCausalLM),

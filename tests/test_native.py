@@ -13,17 +13,9 @@ from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding,
 
 import hf_mistral_kit as kit
 from hf_mistral_kit.native import NATIVE_SAFETENSORS, NativeCheckpointError, rotary_to_hf, rotary_to_native
+from tiny_configs import TINY_SIZES
 
-SIZES = dict(
-    vocab_size=320,
-    hidden_size=64,
-    intermediate_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    sliding_window=4,
-)
+SIZES = {**TINY_SIZES, "sliding_window": 4}
 
 
 def build(kind: str):

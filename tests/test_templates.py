@@ -10,6 +10,7 @@ from jinja2.exceptions import TemplateError
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 
 import hf_mistral_kit as kit
+from chats import TOOL_CHAT, TOOLS
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = Path(__file__).parent / "golden"
@@ -19,32 +20,6 @@ CHAT = [
     {"role": "user", "content": "Hi  there,\n how are you?"},
     {"role": "assistant", "content": "Fine. "},
     {"role": "user", "content": "Bonjour, ça va ? 日本語"},
-]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": 'Weather for a "city".',
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-]
-TOOL_CHAT = [
-    {"role": "user", "content": "Weather in Paris?"},
-    {
-        "role": "assistant",
-        "tool_calls": [
-            {
-                "id": "abcDEF123",
-                "type": "function",
-                "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
-            }
-        ],
-    },
-    {"role": "tool", "tool_call_id": "abcDEF123", "content": '{"temperature": 21, "unit": "C"}'},
-    {"role": "assistant", "content": "21 °C."},
-    {"role": "user", "content": "And tomorrow?"},
 ]
 
 
