@@ -90,3 +90,22 @@ def test_v2_refuses_tools_instead_of_guessing(kit_tokenizers):
     chat = [{"role": "user", "content": "x"}]
     with pytest.raises(NotImplementedError, match="Tokenizer v2 .*encode_chat_completion"):
         kit_tokenizers["v2"].apply_chat_template(chat, tools=[{"type": "function", "function": {"name": "f"}}])
+
+
+def test_saved_tokenizer_reloads_exactly_through_both_auto_classes(kit_tokenizers, tmp_path):
+    chat = [{"role": "user", "content": "Hi   [INST] x"}, {"role": "assistant", "content": "yo "}]
+    tokenizer = kit_tokenizers["v3"]
+    tokenizer.save_pretrained(tmp_path)
+    for auto in (AutoTokenizer, kit.AutoTokenizer):
+        reloaded = auto.from_pretrained(tmp_path)
+        assert isinstance(reloaded, MistralSentencePieceTokenizer) and reloaded.legacy is False
+        assert reloaded.apply_chat_template(chat)["input_ids"] == tokenizer.apply_chat_template(chat)["input_ids"]
+
+
+def test_hf_layout_mistral_checkpoint_gets_the_exact_tokenizer(tmp_path):
+    shutil.copy(kit.reference_tokenizer_file("v1"), tmp_path / "tokenizer.model")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mistral"}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    tokenizer = kit.AutoTokenizer.from_pretrained(tmp_path)
+    assert isinstance(tokenizer, MistralSentencePieceTokenizer)
+    assert tokenizer.chat_template == kit.get_chat_template("mistral_v1")

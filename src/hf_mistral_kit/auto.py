@@ -13,6 +13,7 @@ straight to them. On top of that:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -129,7 +130,8 @@ def _is_mistral_tokenizer(path: str | os.PathLike, subfolder: str = "") -> bool:
     """A Mistral tokenizer file, or a directory whose tokenizer is one (native checkpoints included).
 
     Directories holding Hugging Face tokenizer files go to transformers unless they also hold a versioned Mistral
-    SentencePiece file (`tokenizer.model.v3`, ...), whose exact tokenization and chat template the kit provides.
+    SentencePiece file (`tokenizer.model.v3`, ...) or belong to a Mistral/Mixtral checkpoint with a `tokenizer.model`:
+    the kit then provides the exact tokenization and chat template.
     """
     path = Path(path) / subfolder if subfolder else Path(path)
     if path.is_file():
@@ -139,8 +141,24 @@ def _is_mistral_tokenizer(path: str | os.PathLike, subfolder: str = "") -> bool:
     names = [file.name for file in path.iterdir() if TOKENIZER_FILE_PATTERN.match(file.name)]
     if any(_VERSIONED_SENTENCEPIECE.match(name) for name in names):
         return True
+    if (path / "tokenizer.model").is_file() and _is_mistral_family(path):
+        return True
     has_hf_files = (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
     return (bool(names) and not has_hf_files) or native_checkpoint_dir(path) is not None
+
+
+def _is_mistral_family(directory: Path) -> bool:
+    """A Mistral/Mixtral checkpoint (by its config), or a tokenizer the kit saved: its exact tokenizer applies."""
+    for filename, key, values in (
+        ("config.json", "model_type", {"mistral", "mixtral", KitMistralConfig.model_type, KitMixtralConfig.model_type}),
+        ("tokenizer_config.json", "tokenizer_class", {"MistralSentencePieceTokenizer"}),
+    ):
+        try:
+            if json.loads((directory / filename).read_text()).get(key) in values:
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
 
 
 class AutoTokenizer(transformers.AutoTokenizer):

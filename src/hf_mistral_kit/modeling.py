@@ -22,6 +22,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
+    AutoTokenizer,
     MistralConfig,
     MixtralConfig,
 )
@@ -40,6 +41,7 @@ from transformers.models.mixtral.modeling_mixtral import (
 )
 
 from .moe_quant import MixtralExpertLinears, experts_need_linear_layers, per_expert_conversion_mapping
+from .tokenizer import MistralSentencePieceTokenizer
 
 KIT_MISTRAL_MODEL_TYPE = "hf_mistral_kit_mistral"
 KIT_MIXTRAL_MODEL_TYPE = "hf_mistral_kit_mixtral"
@@ -284,6 +286,8 @@ def register() -> None:
         AutoModel.register(config_class, base, exist_ok=True)
         AutoModelForCausalLM.register(config_class, causal_lm, exist_ok=True)
         AutoModelForSequenceClassification.register(config_class, sequence_classification, exist_ok=True)
+        # Makes `tokenizer_class: MistralSentencePieceTokenizer` in a saved tokenizer_config.json resolvable.
+        AutoTokenizer.register(config_class, tokenizer_class=MistralSentencePieceTokenizer, exist_ok=True)
     # Looked up by the class name of the base model inside any kit Mixtral, so each experts layout gets its own:
     # upstream's (4.x per-expert checkpoints merged into fused experts) or the per-expert one (`moe_quant`).
     register_checkpoint_conversion_mapping(
