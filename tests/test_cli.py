@@ -409,6 +409,7 @@ def test_chat_in_a_terminal(tiny_checkpoints, cli_env):
         env=cli_env,
         encoding="utf-8",
         timeout=60,
+        searchwindowsize=4000,  # the reply floods the terminal: search only its tail
     )
     child.expect("/reset clears the history, /exit")
     child.expect(">>> ")

@@ -127,9 +127,8 @@ def stream_reply(
     finally:
         stop.set()  # the reply is over for the reader: make sure the thread ends too
     if interrupted:
-        for text in streamer:  # the token in flight, then the end signal
-            pieces.append(text)
-            write(text)
+        for _ in streamer:  # drain what was generated but not shown yet: the reply is what the user saw
+            pass
     thread.join()
     seconds = time.perf_counter() - start
     if "error" in result:
