@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -400,6 +401,11 @@ def test_chat_with_another_template(cli_env, tiny_checkpoints):
     assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>")
 
 
+def _default_sigint() -> None:
+    """Children of a background job inherit an ignored SIGINT (POSIX): restore it, as a user's terminal has it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_chat_in_a_terminal(tiny_checkpoints, cli_env):
     import pexpect
 
@@ -410,6 +416,7 @@ def test_chat_in_a_terminal(tiny_checkpoints, cli_env):
         encoding="utf-8",
         timeout=60,
         searchwindowsize=4000,  # the reply floods the terminal: search only its tail
+        preexec_fn=_default_sigint,
     )
     child.expect("/reset clears the history, /exit")
     child.expect(">>> ")
@@ -433,7 +440,12 @@ def test_chat_in_a_terminal(tiny_checkpoints, cli_env):
     assert child.exitstatus == 0
 
     child = pexpect.spawn(
-        str(SCRIPT), ["chat", str(tiny_checkpoints["mistral"])], env=cli_env, encoding="utf-8", timeout=60
+        str(SCRIPT),
+        ["chat", str(tiny_checkpoints["mistral"])],
+        env=cli_env,
+        encoding="utf-8",
+        timeout=60,
+        preexec_fn=_default_sigint,
     )
     child.expect(">>> ")
     child.sendeof()  # Ctrl-D
