@@ -130,13 +130,17 @@ def _configure_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
     config.pad_token_id = tokenizer.pad_token_id
     if tokenizer.bos_token_id is not None:
         config.bos_token_id = tokenizer.bos_token_id
-    stop_ids = [tokenizer.eos_token_id]
-    template = tokenizer.chat_template or ""
-    vocab = tokenizer.get_vocab()
-    stop_ids += [vocab[token] for token in END_OF_TURN_TOKENS if token in template and token in vocab]
+    stop_ids = [tokenizer.eos_token_id, *end_of_turn_ids(tokenizer)]
     config.eos_token_id = stop_ids[0] if len(stop_ids) == 1 else stop_ids
     if config.max_length is None and config.max_new_tokens is None:
         config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+
+
+def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids of the turn-closing tokens other than EOS that the tokenizer's chat template writes (ChatML's)."""
+    template = tokenizer.chat_template or ""
+    vocab = tokenizer.get_vocab()
+    return [vocab[token] for token in END_OF_TURN_TOKENS if token in template and token in vocab]
 
 
 def _prepare_for_training(model: PreTrainedModel) -> None:

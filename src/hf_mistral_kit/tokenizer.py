@@ -62,12 +62,12 @@ def reference_tokenizer_file(version: str) -> Path:
     return MISTRAL_COMMON_DATA / REFERENCE_TOKENIZER_FILES[version]
 
 
-def sentencepiece_version(model_file: str | Path) -> str:
-    """The instruct-format version of a Mistral SentencePiece file: from its suffix, else from its vocabulary."""
+def sentencepiece_version(model_file: str | Path, model: spm.SentencePieceProcessor) -> str:
+    """The instruct-format version of a Mistral SentencePiece file (`model` loaded from it): from its suffix, else
+    from its vocabulary."""
     match = re.search(r"\.model\.(v\d+)", Path(model_file).name)
     if match:
         return match.group(1)
-    model = spm.SentencePieceProcessor(model_file=str(model_file))
     if model.get_piece_size() <= 32000 or model.piece_to_id("[INST]") == model.unk_id():
         return "v1"
     return "v3" if model.id_to_piece(10) == "[IMG]" else "v2"
@@ -130,7 +130,6 @@ class MistralSentencePieceTokenizer(SentencePieceBackend):
         special_tokens_pattern: str = "bos",
         **kwargs: Any,
     ):
-        self._vocab_file_for_prefixless = vocab_file
         super().__init__(
             vocab_file=vocab_file,
             legacy=True,  # keep the base class's SentencePiece model untouched (dummy prefix on)
@@ -382,13 +381,13 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
         )
     if not model_file.is_file():
         raise FileNotFoundError(f"Tokenizer file {model_file} does not exist.")
-    version = sentencepiece_version(model_file)
+    vocab = spm.SentencePieceProcessor(model_file=str(model_file))
+    version = sentencepiece_version(model_file, vocab)
     if version not in TEMPLATE_FOR_VERSION:
         raise ValueError(
             f"{model_file.name} is a tokenizer {version} file; hf-mistral-kit templates versions "
             f"{sorted(TEMPLATE_FOR_VERSION)}. Load it with transformers' MistralCommonBackend instead."
         )
-    vocab = spm.SentencePieceProcessor(model_file=str(model_file))
     extra = [t for t in _extra_added_tokens(directory) if vocab.piece_to_id(t) == vocab.unk_id() and t != "<unk>"]
     controls = list(V3_CONTROL_TOKENS) if version != "v1" else []
     tokenizer = MistralSentencePieceTokenizer(

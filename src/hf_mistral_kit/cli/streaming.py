@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from ..loading import end_of_turn_ids
 from ..templates import get_chat_template, list_templates
 
 
@@ -63,12 +64,10 @@ def template_name(tokenizer: Any) -> str:
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """EOS ids for generation: the model's, plus <|im_end|> when the tokenizer speaks ChatML."""
+    """EOS ids for generation: the model's, plus the template's end-of-turn token (ChatML's <|im_end|>)."""
     eos = model.generation_config.eos_token_id
     ids = list(eos) if isinstance(eos, (list, tuple)) else [eos if eos is not None else tokenizer.eos_token_id]
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if template_name(tokenizer) == "chatml" and im_end not in (None, tokenizer.unk_token_id):
-        ids.append(im_end)
+    ids += end_of_turn_ids(tokenizer)
     return [i for i in dict.fromkeys(ids) if i is not None]
 
 
