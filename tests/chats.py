@@ -41,6 +41,31 @@ _SPECIAL_TEXT = [
 _WORDS = ["hello", "Hello", "world", "What", "is", "the", "weather", "?", "!", ".", "42", "Paris", "naïve", "x"]
 
 text = st.lists(st.sampled_from(_WORDS + _SPECIAL_TEXT) | st.text(max_size=4), max_size=8).map("".join)
+# Plain text for the differential fuzz of the tokenizers pipeline against SentencePiece: whitespace of every kind and
+# length, leading and trailing, unicode (byte fallback), user-defined pieces, spellings of special tokens and bytes.
+_PLAIN = [
+    *_SPECIAL_TEXT,
+    " " * 17,
+    " " * 33,
+    "\r\n",
+    "\u3000",
+    "\u2028",
+    "\x00",
+    "\x7f",
+    "▁▁",
+    "[IMG]",
+    "[control_8]",
+    "<0x0A>",
+    "<unk>",
+    "[REFERENCE_DOC_1]",
+    "[REFERENCE_DOC_10]",
+    "\U0001f9d1\u200d\U0001f9b0",
+    "\u0301",
+    "ﬁ",
+]
+plain_text = st.lists(
+    st.sampled_from(_WORDS + _PLAIN) | st.text(max_size=5) | st.characters(codec="utf-8"), max_size=12
+).map("".join)
 nonempty_text = text.filter(lambda s: s != "")
 tool_name = st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=12)
 call_id = st.text(string.ascii_letters + string.digits, min_size=9, max_size=9)

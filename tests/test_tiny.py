@@ -70,8 +70,12 @@ def test_auto_tokenizer_routes_mistral_files_to_load_tokenizer(tmp_path):
         assert tokenizer.padding_side == "left"
         assert tokenizer.chat_template == get_chat_template(f"mistral_{version}")
         assert len(tokenizer) == (32000 if version == "v1" else 32768)
-    with pytest.raises(TypeError, match="only takes"):
-        kit.AutoTokenizer.from_pretrained(hf, use_legacy_magic=True)
+    # Tokenizer arguments apply as with transformers' AutoTokenizer.
+    no_bos = kit.AutoTokenizer.from_pretrained(hf, add_bos_token=False, pad_token="<unk>", model_max_length=64)
+    assert no_bos("hi")["input_ids"] == kit.AutoTokenizer.from_pretrained(hf)("hi")["input_ids"][1:]
+    assert (no_bos.pad_token, no_bos.model_max_length) == ("<unk>", 64)
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        kit.AutoTokenizer.from_pretrained(hf, "positional")
 
     # A directory with Hugging Face tokenizer files only goes to transformers.
     vocab = {"<unk>": 0, "hello": 1}

@@ -120,18 +120,25 @@ class AutoConfig(transformers.AutoConfig):
         return config_class.from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
-# Tokenizer arguments that only matter when downloading or picking a transformers class.
-_IGNORED_TOKENIZER_KWARGS = {*_HUB_KWARGS, "use_fast", "trust_remote_code", "_from_auto"}
-_TOKENIZER_ATTRIBUTES = ("padding_side", "truncation_side", "model_max_length")
 _VERSIONED_SENTENCEPIECE = re.compile(r"^(tokenizer|.*)\.model\.v\d+\w*$")
+# What a checkpoint's tokenizer consists of: the files fetched for a hub id before deciding who loads it.
+_TOKENIZER_FILES = [
+    "tokenizer*",
+    "*.model.v*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template*",
+    "config.json",
+    "params.json",
+    "tekken*.json",
+]
 
 
 def _is_mistral_tokenizer(path: str | os.PathLike, subfolder: str = "") -> bool:
     """A Mistral tokenizer file, or a directory whose tokenizer is one (native checkpoints included).
 
-    Directories holding Hugging Face tokenizer files go to transformers unless they also hold a versioned Mistral
-    SentencePiece file (`tokenizer.model.v3`, ...) or belong to a Mistral/Mixtral checkpoint with a `tokenizer.model`:
-    the kit then provides the exact tokenization and chat template.
+    Directories holding only Hugging Face tokenizer files go to transformers unless the kit saved them or they belong
+    to a Mistral/Mixtral checkpoint: the kit then provides the exact tokenization and chat template.
     """
     path = Path(path) / subfolder if subfolder else Path(path)
     if path.is_file():
@@ -141,44 +148,68 @@ def _is_mistral_tokenizer(path: str | os.PathLike, subfolder: str = "") -> bool:
     names = [file.name for file in path.iterdir() if TOKENIZER_FILE_PATTERN.match(file.name)]
     if any(_VERSIONED_SENTENCEPIECE.match(name) for name in names):
         return True
-    if (path / "tokenizer.model").is_file() and _is_mistral_family(path):
+    if ((path / "tokenizer.model").is_file() or (path / "tokenizer.json").is_file()) and _is_mistral_family(path):
         return True
     has_hf_files = (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
-    return (bool(names) and not has_hf_files) or native_checkpoint_dir(path) is not None
+    return ("tokenizer.model" in names and not has_hf_files) or native_checkpoint_dir(path) is not None
 
 
 def _is_mistral_family(directory: Path) -> bool:
     """A Mistral/Mixtral checkpoint (by its config), or a tokenizer the kit saved: its exact tokenizer applies."""
-    for filename, key, values in (
-        ("config.json", "model_type", {"mistral", "mixtral", KitMistralConfig.model_type, KitMixtralConfig.model_type}),
-        ("tokenizer_config.json", "tokenizer_class", {"MistralSentencePieceTokenizer"}),
+    from .tokenizer import VERSION_KEY
+
+    model_types = {"mistral", "mixtral", KitMistralConfig.model_type, KitMixtralConfig.model_type}
+    for filename, accepts in (
+        ("config.json", lambda config: config.get("model_type") in model_types),
+        (
+            "tokenizer_config.json",
+            lambda config: VERSION_KEY in config or config.get("tokenizer_class") == "MistralSentencePieceTokenizer",
+        ),
     ):
         try:
-            if json.loads((directory / filename).read_text()).get(key) in values:
+            if accepts(json.loads((directory / filename).read_text())):
                 return True
         except (OSError, ValueError, AttributeError):
             continue
     return False
 
 
+def _hub_tokenizer_dir(repo_id: str, kwargs: dict[str, Any]) -> Path | None:
+    """The tokenizer files of a hub repository, downloaded (or found in the cache); None when that fails."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    hub_kwargs = {
+        k: kwargs[k] for k in ("cache_dir", "force_download", "local_files_only", "revision", "token") if k in kwargs
+    }
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_TOKENIZER_FILES, **hub_kwargs))
+    except (OSError, ValueError, HFValidationError):  # offline, unknown or gated repository: transformers says why
+        return None
+
+
 class AutoTokenizer(transformers.AutoTokenizer):
-    """`transformers.AutoTokenizer`; Mistral tokenizer files load with `hf_mistral_kit.tokenizer.load_tokenizer`."""
+    """`transformers.AutoTokenizer`; Mistral tokenizers load with `hf_mistral_kit.tokenizer.load_tokenizer`.
+
+    Mistral tokenizer files, directories holding one, folders the kit saved and Mistral/Mixtral checkpoints (local or
+    on the hub) get the kit's exact fast tokenizer and chat template; tokenizer keyword arguments (`padding_side`,
+    `pad_token`, `add_bos_token`, `model_max_length`, ...) apply as with transformers. Anything else goes to
+    `transformers.AutoTokenizer`.
+    """
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *inputs: Any, **kwargs: Any):
-        if not _is_mistral_tokenizer(pretrained_model_name_or_path, kwargs.get("subfolder", "")):
+        subfolder = kwargs.get("subfolder", "")
+        path = Path(pretrained_model_name_or_path)
+        if not path.exists() and not kwargs.get("gguf_file") and str(pretrained_model_name_or_path).count("/") == 1:
+            downloaded = _hub_tokenizer_dir(str(pretrained_model_name_or_path), kwargs)
+            path = downloaded if downloaded is not None else path
+        if not _is_mistral_tokenizer(path, subfolder):
             return super().from_pretrained(pretrained_model_name_or_path, *inputs, **kwargs)
+        if inputs:
+            raise TypeError(
+                "Mistral tokenizers take keyword arguments only (e.g. padding_side='left'); got positional ones."
+            )
         from .tokenizer import load_tokenizer
 
-        unsupported = sorted(set(kwargs) - _IGNORED_TOKENIZER_KWARGS - set(_TOKENIZER_ATTRIBUTES))
-        if inputs or unsupported:
-            raise TypeError(
-                f"Mistral tokenizer files load with hf_mistral_kit.tokenizer.load_tokenizer, which only takes "
-                f"{', '.join(_TOKENIZER_ATTRIBUTES)}; got {', '.join(unsupported) or 'positional arguments'}."
-            )
-        path = Path(pretrained_model_name_or_path) / kwargs.get("subfolder", "")
-        tokenizer = load_tokenizer(path)
-        for name in _TOKENIZER_ATTRIBUTES:
-            if name in kwargs:
-                setattr(tokenizer, name, kwargs[name])
-        return tokenizer
+        return load_tokenizer(path / subfolder if subfolder else path, **kwargs)

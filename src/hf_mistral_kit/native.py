@@ -585,9 +585,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: Liter
             _hf_to_native(src, staging)
         else:
             _native_to_hf(src, staging)
-        for file in src.iterdir():
-            if file.is_file() and TOKENIZER_FILE_PATTERN.match(file.name):
-                shutil.copy2(file, staging / file.name)
+        _copy_tokenizer(src, staging)
         if dst.exists():
             dst.rmdir()
         staging.rename(dst)
@@ -595,6 +593,20 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: Liter
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dst
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    """Carry the tokenizer over: a Mistral SentencePiece tokenizer is written the way the kit saves tokenizers
+    (tokenizer.json, tokenizer_config.json, chat template, tokenizer.model and tokenizer.model.vN), so that every
+    consumer reads the converted checkpoint exactly; other tokenizer files (tekken.json, ...) are copied."""
+    from .tokenizer import find_tokenizer_file, load_tokenizer
+
+    if find_tokenizer_file(src) is not None:
+        load_tokenizer(src).save_pretrained(dst)
+        return
+    for file in src.iterdir():
+        if file.is_file() and TOKENIZER_FILE_PATTERN.match(file.name):
+            shutil.copy2(file, dst / file.name)
 
 
 def _native_to_hf(src: Path, dst: Path) -> None:

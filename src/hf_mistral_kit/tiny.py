@@ -14,6 +14,7 @@ import torch
 from transformers import MistralConfig, MistralForCausalLM, MixtralConfig, MixtralForCausalLM
 
 from .native import write_native
+from .tokenizer import load_tokenizer
 
 STAMP_FILE = "hf_mistral_kit_tiny.json"
 # Tokenizer files shipped in mistral_common/data/: (file there, name in the checkpoint, vocabulary size).
@@ -27,7 +28,7 @@ _SIZES = {
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,  # grouped-query attention, as in the real models
-    "head_dim": 16,
+    "head_dim": 32,  # vLLM's CPU attention refuses head_dim < 32
     "max_position_embeddings": 4096,
 }
 _FAMILIES = {
@@ -54,10 +55,12 @@ def tiny_model(
 
     The layout is Hugging Face's (`config.json`, `model.safetensors`, `generation_config.json`) unless `native=True`
     (`params.json`, `consolidated.safetensors`, plus `generation_config.json`). Both hold the real Mistral tokenizer
-    file from mistral-common under its native name: `tokenizer.model.v1` by default (the tokenizer of Mistral 7B v0.1
-    and Mixtral 8x7B, vocabulary 32000), `tokenizer.model.v3` with `tokenizer="v3"` (v0.3 models, 32768).
+    from mistral-common, saved as the kit saves tokenizers (`tokenizer.json`, `tokenizer_config.json`,
+    `chat_template.jinja`, and the SentencePiece file as `tokenizer.model` and under its versioned name): v1 by
+    default (the tokenizer of Mistral 7B v0.1 and Mixtral 8x7B, vocabulary 32000), v3 with `tokenizer="v3"` (v0.3
+    models, 32768). Transformers, vLLM, llama.cpp's converter and mistral-common all read it.
 
-    Sizes default to hidden 64, 2 layers, 4 heads over 2 KV heads (and 4 experts, top 2, for Mixtral); any config
+    Sizes default to hidden 64, 2 layers, 4 heads of 32 over 2 KV heads (and 4 experts, top 2, for Mixtral); any config
     field can be overridden, e.g. `sliding_window=8` to exercise the window on short sequences. Weights depend only
     on `seed` and the arguments (the caller's RNG state is left untouched).
 
@@ -118,4 +121,5 @@ def _build(directory: Path, stamp: dict[str, Any]) -> None:
         model.save_pretrained(directory)
     with resources.as_file(resources.files("mistral_common") / "data" / source_name) as source:
         shutil.copyfile(source, directory / file_name)
+    load_tokenizer(directory / file_name).save_pretrained(directory)
     (directory / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")

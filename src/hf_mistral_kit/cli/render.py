@@ -13,7 +13,7 @@ from typing import Any
 from jinja2.exceptions import TemplateError
 
 from ..templates import get_chat_template, render
-from ..tokenizer import _find_tokenizer_file, load_tokenizer, reference_tokenizer_file
+from ..tokenizer import find_tokenizer_file, load_tokenizer, reference_tokenizer_file
 from .common import CLIError, ExitCode, existing_path, read_conversations
 
 DEFAULT_TEMPLATE = "mistral_v1"
@@ -75,7 +75,7 @@ def _user_tokenizer(value: str) -> tuple[Any, Path | None]:
         raise CLIError(str(error), ExitCode.MISSING) from None
     except (ValueError, OSError) as error:
         raise CLIError(f"cannot load the tokenizer {value}: {error}") from None
-    return tokenizer, _find_tokenizer_file(path) if path.is_dir() else path
+    return tokenizer, find_tokenizer_file(path) if path.is_dir() else path
 
 
 def _template_tokenizer(template: str) -> tuple[Any, Path]:
