@@ -166,9 +166,9 @@ def _portable(chat) -> bool:
     if prefix and messages[-1]["content"] != messages[-1]["content"].rstrip():
         return False  # transformers' continue_final_message strips trailing whitespace mistral-common keeps
     for message in messages:
-        if message["role"] == "tool" and isinstance(message["content"], str):
-            if not message["content"] or _json_text(message["content"]):
-                return False
+        content = message.get("content")
+        if message["role"] == "tool" and isinstance(content, str) and (not content or _json_text(content)):
+            return False
         for call in message.get("tool_calls", []):
             arguments = call["function"]["arguments"]
             if isinstance(arguments, str) and not (
