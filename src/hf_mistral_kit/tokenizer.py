@@ -511,7 +511,8 @@ class MistralSentencePieceTokenizer(TokenizersBackend):
         """`save_pretrained`, writing a folder every consumer reads exactly, with or without the kit.
 
         Besides `tokenizer.json` and `chat_template.jinja`: `tokenizer_config.json` names `PreTrainedTokenizerFast`
-        (stock transformers loads `tokenizer.json` as it is) with `add_bos_token`/`add_eos_token`, and the
+        (stock transformers loads `tokenizer.json` as it is) with `add_bos_token`/`add_eos_token` (and
+        `add_prefix_space`, which tells llama.cpp's converter where Mistral writes dummy prefixes), and the
         SentencePiece file is written twice, as `tokenizer.model.vN` (mistral-common and vLLM's mistral mode read
         the version from that name) and as `tokenizer.model` (for converters such as llama.cpp's).
         """
@@ -529,6 +530,11 @@ class MistralSentencePieceTokenizer(TokenizersBackend):
             add_eos_token=self.add_eos_token,
             padding_side=self.padding_side,
         )
+        if self.mistral_version:
+            # Read by llama.cpp's converter (tokenizer.ggml.add_space_prefix), which can give every text fragment
+            # after a special token a dummy prefix or none: v1 prefixes every fragment; the v2/v3 templates write
+            # the space after control tokens themselves. transformers' own pipeline is in tokenizer.json.
+            config["add_prefix_space"] = self.legacy
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", "utf-8")
         files = tuple(files)
         source = getattr(self, "vocab_file", None)
