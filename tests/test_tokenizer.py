@@ -315,3 +315,26 @@ def test_batches_and_single_calls_agree(kit_tokenizers):
     texts = ["a  b", " c", "d\n\ne", "[REFERENCE_DOC_1]"]
     assert tokenizer(texts)["input_ids"] == [tokenizer(text)["input_ids"] for text in texts]
     assert [tokenizer.tokenize(text) for text in texts][-1] == ["▁", "[REFERENCE_DOC_1]"]
+
+
+def test_tiny_converted_and_load_model_folders_read_exactly_without_the_kit(tmp_path):
+    """tiny_model(), convert_checkpoint(to="hf") and a load_model tokenizer saved again: each folder, read by plain
+    transformers in a fresh process, encodes like the kit."""
+    native = kit.tiny_model("mistral", tmp_path / "native", native=True, tokenizer="v3")
+    converted = kit.convert_checkpoint(native, tmp_path / "converted", to="hf")
+    _, tokenizer = kit.load_model(kit.tiny_model("mistral", tmp_path / "hf"), preset="cpu")
+    tokenizer.save_pretrained(tmp_path / "after-load-model")
+    chat = [{"role": "system", "content": "Be  brief."}, {"role": "user", "content": " Hi\n\nthere"}]
+    for folder, pad in ((native, None), (converted, None), (tmp_path / "after-load-model", "<unk>")):
+        expected = kit.AutoTokenizer.from_pretrained(folder)
+        result = subprocess.run(
+            [sys.executable, "-c", PLAIN_TRANSFORMERS, str(folder)],
+            input=json.dumps({"texts": ["  x y"], "chats": [{"messages": chat, "tools": None, "prefix": False}]}),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out = json.loads(result.stdout)
+        assert out["chats"] == [expected.apply_chat_template(chat)["input_ids"]], folder
+        assert out["plain"] == [expected("  x y")["input_ids"]], folder
+        assert expected.pad_token == pad

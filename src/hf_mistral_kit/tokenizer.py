@@ -444,8 +444,11 @@ class MistralSentencePieceTokenizer(TokenizersBackend):
             texts = [escaper.unescape(text) for text in rendered]
             return texts if is_batched else texts[0]
 
+        backend = self._chat_backend
+        # Offsets are only needed for the masks; without them tokenizers encodes faster.
+        encode = backend.encode_batch if return_assistant_tokens_mask else backend.encode_batch_fast
         rows = []
-        for i, encoding in enumerate(self._chat_backend.encode_batch(rendered, add_special_tokens=False)):
+        for i, encoding in enumerate(encode(rendered, add_special_tokens=False)):
             row = {"input_ids": encoding.ids, "attention_mask": [1] * len(encoding.ids)}
             if return_assistant_tokens_mask:
                 spans = generation_indices[i]
@@ -633,25 +636,31 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _extra_added_tokens(directory: Path, vocab_size: int) -> list[dict[str, Any]]:
-    """Tokens a fine-tune added on top of the SentencePiece vocabulary (ChatML's, a new pad token, ...), in id order,
-    from tokenizer.json, else from the older tokenizer_config.json / added_tokens.json."""
+    """Tokens a fine-tune added on top of the SentencePiece vocabulary (ChatML's, a new pad token, ...), in id order:
+    from tokenizer.json, tokenizer_config.json's `added_tokens_decoder` and added_tokens.json, which must agree."""
+    sources = [(int(token["id"]), token) for token in _read_json(directory / "tokenizer.json").get("added_tokens", [])]
+    decoder = _read_json(directory / "tokenizer_config.json").get("added_tokens_decoder", {})
+    sources += [(int(index), token) for index, token in decoder.items() if isinstance(token, dict)]
+    sources += [
+        (int(index), {"content": content, "special": True})
+        for content, index in _read_json(directory / "added_tokens.json").items()
+    ]
     entries: dict[int, dict[str, Any]] = {}
-    for token in _read_json(directory / "tokenizer.json").get("added_tokens", []):
-        entries[int(token["id"])] = token
-    if not entries:
-        for index, token in _read_json(directory / "tokenizer_config.json").get("added_tokens_decoder", {}).items():
-            entries[int(index)] = token
-    if not entries:
-        for content, index in _read_json(directory / "added_tokens.json").items():
-            entries[int(index)] = {"content": content, "special": True}
-    extra = [entries[i] for i in sorted(entries) if i >= vocab_size]
-    expected = list(range(vocab_size, vocab_size + len(extra)))
-    if sorted(i for i in entries if i >= vocab_size) != expected:
+    for index, token in sources:
+        if index < vocab_size:
+            continue
+        known = entries.setdefault(index, token)
+        if known["content"] != token["content"]:
+            raise ValueError(
+                f"{directory}: the tokenizer files disagree about added token {index} ({known['content']!r} or "
+                f"{token['content']!r}); keep the right one in tokenizer.json and remove the others."
+            )
+    if sorted(entries) != list(range(vocab_size, vocab_size + len(entries))):
         raise ValueError(
-            f"{directory}: added token ids {sorted(i for i in entries if i >= vocab_size)} do not follow the "
-            f"SentencePiece vocabulary ({vocab_size} pieces) without gaps; re-save the tokenizer with the kit."
+            f"{directory}: added token ids {sorted(entries)} do not follow the SentencePiece vocabulary "
+            f"({vocab_size} pieces) without gaps; re-save the tokenizer with the kit."
         )
-    return extra
+    return [entries[index] for index in sorted(entries)]
 
 
 _CONFIG_ATTRIBUTES = ("padding_side", "truncation_side", "model_max_length", "add_bos_token", "add_eos_token")
