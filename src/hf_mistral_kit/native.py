@@ -36,6 +36,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from transformers.utils.logging import tqdm
 
+from .config_checks import check_params
+
 PARAMS_FILE = "params.json"
 NATIVE_SAFETENSORS = "consolidated.safetensors"
 HF_SAFETENSORS = "model.safetensors"
@@ -43,6 +45,11 @@ HF_SAFETENSORS = "model.safetensors"
 TOKENIZER_FILE_PATTERN = re.compile(r"^(tokenizer\.model(\.v\d+\w*)?|.*\.model\.v\d+\w*|tekken.*\.json)$")
 _SAFETENSORS_SHARD = re.compile(r"^consolidated(\.\d+|-\d+-of-\d+)?\.safetensors$")
 _PTH_SHARD = re.compile(r"^consolidated(\.\d+)?\.pth?$")
+
+# A params.json is a few hundred bytes: anything far larger is not one (and is not read into memory).
+MAX_PARAMS_BYTES = 1 << 20
+# safetensors' own limit on the JSON header of a file.
+MAX_SAFETENSORS_HEADER_BYTES = 100_000_000
 
 # params.json fields mistral-inference requires, with their types.
 _REQUIRED_PARAMS = {
@@ -82,14 +89,23 @@ def config_dict_from_params(directory: str | os.PathLike) -> dict[str, Any]:
     """Translate a directory's `params.json` into a transformers config dict (`model_type` `mistral` or `mixtral`)."""
     path = Path(directory) / PARAMS_FILE
     try:
-        params = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        if not path.is_file():  # a FIFO would block the read below, a directory cannot be read
+            raise OSError("not a regular file")
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_PARAMS_BYTES + 1)
+        if len(data) > MAX_PARAMS_BYTES:
+            raise OSError(f"larger than {MAX_PARAMS_BYTES // 1024} KiB, which no params.json is")
+        params = json.loads(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as error:
         raise NativeCheckpointError(f"Cannot read {path}: {error}.") from error
     return config_dict_from_params_dict(params, source=path)
 
 
 def config_dict_from_params_dict(params: Any, source: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
-    """Translate the contents of a `params.json` (named `source` in errors) into a transformers config dict."""
+    """Translate the contents of a `params.json` (named `source` in errors) into a transformers config dict.
+
+    Every field the kit reads is checked first (`config_checks.check_params`): types, bounds, consistency.
+    """
     path = source
     if not isinstance(params, dict):
         raise NativeCheckpointError(f"{path} must hold a JSON object, got {type(params).__name__}.")
@@ -101,20 +117,12 @@ def config_dict_from_params_dict(params: Any, source: str | os.PathLike = PARAMS
             f"defines {', '.join(_REQUIRED_PARAMS)} (and `moe` for Mixtral). Restore the file from the original "
             "release."
         )
-    for name, kind in _REQUIRED_PARAMS.items():
-        value = params[name]
-        valid = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
-        if not valid or isinstance(value, bool) or value <= 0:
-            raise NativeCheckpointError(f"{path}: field {name!r} must be a positive {kind.__name__}, got {value!r}.")
+    check_params(params, path, NativeCheckpointError)
     for name in ("vision_encoder", "lora", "quantization"):
         if params.get(name):
             raise NativeCheckpointError(f"{path}: `{name}` checkpoints are not supported (only text models).")
     if params.get("model_type", "transformer") != "transformer":
         raise NativeCheckpointError(f"{path}: model_type {params['model_type']!r} is not a Mistral transformer.")
-    if params["n_heads"] % params["n_kv_heads"]:
-        raise NativeCheckpointError(
-            f"{path}: n_heads ({params['n_heads']}) must be a multiple of n_kv_heads ({params['n_kv_heads']})."
-        )
 
     sliding_window = params.get("sliding_window")
     config = {
@@ -133,16 +141,11 @@ def config_dict_from_params_dict(params: Any, source: str | os.PathLike = PARAMS
             "rope_theta": float(params.get("rope_theta") or DEFAULT_ROPE_THETA),
         },
         "sliding_window": int(sliding_window) if sliding_window is not None else None,
-        "max_position_embeddings": params.get("max_seq_len", DEFAULT_MAX_POSITION_EMBEDDINGS),
+        "max_position_embeddings": params.get("max_seq_len") or DEFAULT_MAX_POSITION_EMBEDDINGS,
         "tie_word_embeddings": bool(params.get("tied_embeddings", False)),
     }
     moe = params.get("moe")
     if moe is not None:
-        if not isinstance(moe, dict):
-            raise NativeCheckpointError(f"{path}: `moe` must be an object with num_experts and num_experts_per_tok.")
-        missing = [name for name in ("num_experts", "num_experts_per_tok") if name not in moe]
-        if missing:
-            raise NativeCheckpointError(f"{path}: `moe` is missing field(s) {', '.join(map(repr, missing))}.")
         config.update(
             model_type="mixtral",
             architectures=["MixtralForCausalLM"],
@@ -239,6 +242,40 @@ def _rename(key: str, table: list[tuple[re.Pattern, str]]) -> str | None:
         if pattern.fullmatch(key):
             return pattern.sub(replacement, key)
     return None
+
+
+def expected_weight_count(config: Mapping[str, Any]) -> int:
+    """How many entries `expected_hf_shapes(config)` has, without building it (memory independent of the config)."""
+    per_layer = 6 + (1 + 3 * config["num_local_experts"] if config["model_type"] == "mixtral" else 3)
+    return 2 + (0 if config.get("tie_word_embeddings") else 1) + config["num_hidden_layers"] * per_layer
+
+
+def parameter_count(config: Mapping[str, Any]) -> int:
+    """Parameters of the causal LM `config` describes, in closed form (no table, whatever the config says)."""
+    hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
+    q, kv = config["num_attention_heads"] * head_dim, config["num_key_value_heads"] * head_dim
+    experts = config.get("num_local_experts") or 0 if config["model_type"] == "mixtral" else 0
+    mlp = experts * (3 * inter * hidden + hidden) if experts else 3 * inter * hidden
+    layer = 2 * q * hidden + 2 * kv * hidden + 2 * hidden + mlp
+    lm_head = 0 if config.get("tie_word_embeddings") else vocab * hidden
+    return vocab * hidden + lm_head + hidden + config["num_hidden_layers"] * layer
+
+
+def _check_size(config: Mapping[str, Any], files: list[Path], params: Path) -> None:
+    """Refuse a params.json describing more parameters than the weight files have bytes (any dtype has >= 1)."""
+    available = sum(file.stat().st_size for file in files)
+    needed = parameter_count(config)
+    if needed > available:
+        raise NativeCheckpointError(
+            f"{params} describes {needed:,} parameters ({config['num_hidden_layers']} layers{_experts_note(config)}), "
+            f"more than the {available:,} bytes of weights next to it hold: check n_layers, dim, hidden_dim and "
+            "moe.num_experts there, or re-download the checkpoint."
+        )
+
+
+def _experts_note(config: Mapping[str, Any]) -> str:
+    return f" of {config['num_local_experts']} experts" if config["model_type"] == "mixtral" else ""
 
 
 def expected_hf_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -374,7 +411,10 @@ class _TensorFiles:
             names = handle.keys()
             for key in names:
                 part = handle.get_slice(key)
-                yield key, LazyTensor(part, _SAFETENSORS_DTYPES[part.get_dtype()], tuple(part.get_shape()))
+                dtype = _SAFETENSORS_DTYPES.get(part.get_dtype())
+                if dtype is None:  # the header was checked; a file changed since is still not a crash
+                    raise NativeCheckpointError(f"{file}: tensor {key!r} has dtype {part.get_dtype()}, unsupported.")
+                yield key, LazyTensor(part, dtype, tuple(part.get_shape()))
             return
         yield from _load_pth(file, fix)
 
@@ -385,19 +425,52 @@ class _TensorFiles:
 
 
 def _safetensors_size(file: Path, fix: str) -> int:
-    """The file size a safetensors header announces (8-byte length + JSON header + data)."""
+    """The file size a safetensors header announces (8-byte length + JSON header + data), after checking the header:
+    a JSON object of tensors with a known dtype, a shape and offsets that agree with it. Reads the header only."""
     try:
+        if not file.is_file():  # a FIFO would block, a device never ends
+            raise ValueError("not a regular file")
+        file_size = file.stat().st_size
         with open(file, "rb") as stream:
-            (header_size,) = struct.unpack("<Q", stream.read(8))
-            if header_size > file.stat().st_size:
-                raise ValueError(f"header length {header_size} exceeds the file size")
-            header = json.loads(stream.read(header_size))
-        data_size = max(
-            (entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0
-        )
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as error:
+            prefix = stream.read(8)
+            if len(prefix) < 8:
+                raise ValueError(f"{file_size} bytes, too short for a safetensors header")
+            (header_size,) = struct.unpack("<Q", prefix)
+            if header_size > min(file_size - 8, MAX_SAFETENSORS_HEADER_BYTES):
+                raise ValueError(f"header length {header_size} exceeds the file size or safetensors' limit")
+            header = json.loads(stream.read(header_size).decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
+        data_size = max((_header_entry_end(name, entry) for name, entry in header.items()), default=0)
+    except (OSError, ValueError, RecursionError, struct.error) as error:  # UnicodeDecodeError is a ValueError
         raise NativeCheckpointError(f"{file} is not a readable safetensors file ({error}). {fix}") from error
     return 8 + header_size + data_size
+
+
+def _header_entry_end(name: str, entry: Any) -> int:
+    """Where the data of one safetensors header entry ends, or ValueError saying what is wrong with it."""
+    if name == "__metadata__":
+        if entry is not None and not isinstance(entry, dict):
+            raise ValueError("__metadata__ is not an object")
+        return 0
+    if not isinstance(entry, dict):
+        raise ValueError(f"entry {name!r} is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in _SAFETENSORS_DTYPES:
+        known = ", ".join(_SAFETENSORS_DTYPES)
+        raise ValueError(f"tensor {name!r} has dtype {dtype!r}; the kit reads {known}")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ValueError(f"tensor {name!r} has shape {shape!r}, not a list of sizes")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise ValueError(f"tensor {name!r} has data_offsets {offsets!r}, not [begin, end]")
+    if offsets[1] - offsets[0] != math.prod(shape) * _SAFETENSORS_DTYPES[dtype].itemsize:
+        raise ValueError(f"tensor {name!r}: data_offsets {offsets} do not hold a {dtype} tensor of shape {shape}")
+    return offsets[1]
 
 
 def _load_pth(file: Path, fix: str) -> Iterator[tuple[str, LazyTensor]]:
@@ -433,6 +506,12 @@ def _native_weight_files(directory: Path) -> list[Path]:
             f"{directory} has {PARAMS_FILE} but no weights: expected {NATIVE_SAFETENSORS}, consolidated.NN.safetensors "
             "shards or legacy consolidated.NN.pth files."
         )
+    for name in chosen:  # is_file() follows symbolic links: a link to a regular file is fine
+        if not (directory / name).is_file():
+            raise NativeCheckpointError(
+                f"{directory / name} is not a regular file (a directory, FIFO, device or broken link); weights are "
+                "read from regular files only. Replace it with the weights file."
+            )
     return [directory / name for name in chosen]
 
 
@@ -450,7 +529,9 @@ class NativeCheckpoint:
         self.directory = Path(directory)
         self.config = config_dict_from_params(self.directory)
         fix = f"Re-download the file into {self.directory}."
-        self._files = _TensorFiles(_native_weight_files(self.directory), fix)
+        files = _native_weight_files(self.directory)
+        _check_size(self.config, files, self.directory / PARAMS_FILE)
+        self._files = _TensorFiles(files, fix)
         try:
             self._hf_tensors = self._map_to_hf(self._files.tensors)
         except NativeCheckpointError:
@@ -458,8 +539,17 @@ class NativeCheckpoint:
             raise
 
     def _map_to_hf(self, native: Mapping[str, LazyTensor]) -> dict[str, LazyTensor]:
-        expected = expected_hf_shapes(self.config)
         params = self.directory / PARAMS_FILE
+        count = expected_weight_count(self.config)
+        # The table below has one entry per expected weight: bound it by what the files hold (a stacked expert
+        # tensor stands for num_experts entries) before building it.
+        if count > len(native) * max(1, self.config.get("num_local_experts") or 1) + 16:
+            raise NativeCheckpointError(
+                f"{params} describes a model of {count} weights ({self.config['num_hidden_layers']} layers"
+                f"{_experts_note(self.config)}), but {self.directory} holds {len(native)}: check n_layers and "
+                "moe.num_experts there, or re-download the checkpoint."
+            )
+        expected = expected_hf_shapes(self.config)
         unknown = [key for key in native if _rename(key, _NATIVE_TO_HF) is None]
         if unknown:
             raise NativeCheckpointError(
