@@ -24,10 +24,15 @@ import math
 import os
 import re
 import shutil
+import signal
+import socket
 import struct
 import sys
 import tempfile
+import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -669,22 +674,117 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: Liter
         raise FileNotFoundError(f"{src} is not a checkpoint directory.")
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
-        if to == "native":
-            _hf_to_native(src, staging)
-        else:
-            _native_to_hf(src, staging)
-        for file in src.iterdir():
-            if file.is_file() and TOKENIZER_FILE_PATTERN.match(file.name):
-                shutil.copy2(file, staging / file.name)
-        if dst.exists():
-            dst.rmdir()
-        staging.rename(dst)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with removed_on_sigterm():
+        staging = staging_dir(dst)
+        try:
+            if to == "native":
+                _hf_to_native(src, staging)
+            else:
+                _native_to_hf(src, staging)
+            for file in sorted(src.iterdir()):
+                if TOKENIZER_FILE_PATTERN.match(file.name):
+                    copy_from_checkpoint(src, file, staging)
+            (staging / STAGING_MARKER).unlink()
+            if dst.exists():
+                dst.rmdir()
+            staging.rename(dst)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return dst
+
+
+# --- staging directories and copied files -----------------------------------------------------------------------
+
+# Written into every staging directory: which process on which host builds it, so that a later run can tell a
+# directory left behind by a killed process (SIGKILL, power loss) from one still being written.
+STAGING_MARKER = ".hf-mistral-kit-staging"
+
+
+def staging_dir(dst: Path) -> Path:
+    """A new hidden directory beside `dst` to build it in (renamed to `dst` when complete).
+
+    Staging directories that an earlier process left beside `dst` when it was killed are removed first, with a warning.
+    """
+    for stale in _stale_staging_dirs(dst.parent):
+        shutil.rmtree(stale, ignore_errors=True)
+        warnings.warn(f"removed {stale}, left behind by an interrupted conversion or build.", stacklevel=3)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-{os.getpid()}-", dir=dst.parent))
+    (staging / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+    return staging
+
+
+def _stale_staging_dirs(parent: Path) -> list[Path]:
+    stale = []
+    for path in parent.glob(".*.partial-*"):
+        try:
+            owner = json.loads((path / STAGING_MARKER).read_text())
+            pid, host = int(owner["pid"]), owner["host"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours, or being created right now
+        if host == socket.gethostname() and not _process_alive(pid):
+            stale.append(path)
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or a platform that cannot tell: leave its directory alone
+    return True
+
+
+@contextmanager
+def removed_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises (so `except BaseException` clean-ups run) and then ends the process as the
+    signal would have. Only in the main thread and when nobody else handles SIGTERM; otherwise does nothing."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
+        signal.SIG_DFL,
+        None,
+    ):
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # dies here, with the status a SIGTERM gives
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived inside `removed_on_sigterm`."""
+
+
+def copy_from_checkpoint(src: Path, file: Path, dst: Path) -> None:
+    """Copy `file` of checkpoint `src` into `dst`, refusing what would copy something else than the checkpoint:
+    non-regular files, and symbolic links that lead out of `src` (a Hugging Face cache snapshot's links into its
+    repository's `blobs/` are fine)."""
+    if not file.is_file():
+        raise NativeCheckpointError(
+            f"{file} is not a regular file (a directory, FIFO, device or broken link): remove it or replace it with "
+            "the file itself."
+        )
+    if file.is_symlink():
+        target, root = file.resolve(), src.resolve()
+        allowed = [root] + ([root.parent.parent / "blobs"] if root.parent.name == "snapshots" else [])
+        if not any(target.is_relative_to(folder) for folder in allowed):
+            raise NativeCheckpointError(
+                f"{file} is a symbolic link to {target}, outside {src}: refusing to copy that file into {dst.name} "
+                "(a published checkpoint would carry it). Replace the link with a copy of the file if it belongs to "
+                "the checkpoint, or remove it."
+            )
+    shutil.copy2(file, dst / file.name)
 
 
 def _native_to_hf(src: Path, dst: Path) -> None:
@@ -702,7 +802,7 @@ def _native_to_hf(src: Path, dst: Path) -> None:
         write_safetensors(dst / HF_SAFETENSORS, sorted(tensors.items(), key=lambda item: _natural_key(item[0])))
         config.save_pretrained(dst)  # writes the upstream model_type
         if (src / "generation_config.json").is_file():
-            shutil.copy2(src / "generation_config.json", dst / "generation_config.json")
+            copy_from_checkpoint(src, src / "generation_config.json", dst)
         else:
             GenerationConfig.from_model_config(config).save_pretrained(dst)
 
