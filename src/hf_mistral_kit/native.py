@@ -535,9 +535,9 @@ class NativeCheckpoint:
         self.config = config_dict_from_params(self.directory)
         fix = f"Re-download the file into {self.directory}."
         files = _native_weight_files(self.directory)
-        _check_size(self.config, files, self.directory / PARAMS_FILE)
-        self._files = _TensorFiles(files, fix)
+        self._files = _TensorFiles(files, fix)  # reads and checks the headers (and file sizes) only
         try:
+            _check_size(self.config, files, self.directory / PARAMS_FILE)
             self._hf_tensors = self._map_to_hf(self._files.tensors)
         except NativeCheckpointError:
             self.close()
@@ -780,9 +780,9 @@ def copy_from_checkpoint(src: Path, file: Path, dst: Path) -> None:
         allowed = [root] + ([root.parent.parent / "blobs"] if root.parent.name == "snapshots" else [])
         if not any(target.is_relative_to(folder) for folder in allowed):
             raise NativeCheckpointError(
-                f"{file} is a symbolic link to {target}, outside {src}: refusing to copy that file into {dst.name} "
-                "(a published checkpoint would carry it). Replace the link with a copy of the file if it belongs to "
-                "the checkpoint, or remove it."
+                f"{file} is a symbolic link to {target}, outside {src}: refusing to copy that file into the "
+                "converted checkpoint (publishing it would publish the file). Replace the link with a copy of the "
+                "file if it belongs to the checkpoint, or remove it."
             )
     shutil.copy2(file, dst / file.name)
 
