@@ -3,9 +3,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
+
 # issue 10: everything the suite caches (tiny_model() builds, the demo's checkpoints) goes into one directory of this
-# session, removed at its end: a test run never writes into the user's cache nor leaves folders in /tmp.
-SESSION_CACHE = Path(tempfile.mkdtemp(prefix="hf-mistral-kit-tests-"))
+# session, removed at its end (and, for a session that was killed, by the next one): a test run never writes into the
+# user's cache nor leaves folders in /tmp.
+def _remove_caches_of_dead_sessions() -> None:
+    for folder in Path(tempfile.gettempdir()).glob("hf-mistral-kit-tests-*-*"):
+        try:
+            os.kill(int(folder.name.split("-")[4]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, IndexError, OSError):
+            continue
+
+
+_remove_caches_of_dead_sessions()
+SESSION_CACHE = Path(tempfile.mkdtemp(prefix=f"hf-mistral-kit-tests-{os.getpid()}-"))
 os.environ["HF_MISTRAL_KIT_CACHE"] = str(SESSION_CACHE)
 
 import pytest  # noqa: E402

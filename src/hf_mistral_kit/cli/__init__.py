@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "interactive chat with token streaming",
         "Multi-turn chat with a model, replies streamed token by token. In a terminal: /reset clears the history, "
         "/exit (or Ctrl-D) leaves, Ctrl-C stops the current reply. When stdin is not a terminal, every input line is "
-        'one user message and gets one reply; with --jsonl, lines are JSON ({"content": ...}) in and out.',
+        'one user message and gets one reply; with --jsonl, lines are JSON ({"content": ...}) in and out, one line '
+        'out per line in ({"event": "reset"|"exit"|"empty"} for /reset, /exit and blank lines).',
     )
     chat.add_argument("model", metavar="MODEL", help="checkpoint directory (Hugging Face or native layout) or hub id")
     chat.add_argument("--preset", default="auto", help="loading preset (default: auto)")
