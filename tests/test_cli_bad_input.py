@@ -375,6 +375,24 @@ def test_the_console_script_gives_the_same_one_line_errors(cli_env, args, stdin,
     assert message in err.strip().splitlines()[-1]
 
 
+def test_a_cached_hub_model_is_used_offline_when_the_hub_is_unreachable(hub_unreachable, monkeypatch, capsys):
+    """A hub id in the local cache, the Hub unreachable: a note, then the cached config (no minute of retries)."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    repo = Path(constants.HF_HUB_CACHE) / "models--mistralai--Mistral-7B-v0.1"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text(json.dumps(MISTRAL_7B))
+    assert main(["plan", "mistralai/Mistral-7B-v0.1", "--context", "4096", "--gpu", "a100-80gb"]) == OK
+    out, err = capsys.readouterr()
+    assert err.startswith("note: the Hugging Face Hub is unreachable (") and "using the cached" in err
+    assert out.startswith("mistralai/Mistral-7B-v0.1: 7.24B parameters")
+    assert constants.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"  # for the rest of this run
+
+
 def test_utf16_and_bom_files_render_like_utf8(corpus, tmp_path):
     (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(CONV).encode())
     for path in (corpus["utf16.json"], tmp_path / "bom.json"):

@@ -91,7 +91,7 @@ def _demo_model(label: str, source: str, hardware: Any, args: argparse.Namespace
     from .. import AutoModelForCausalLM, AutoTokenizer, plan_memory
     from .streaming import stream_reply, template_name
 
-    shape = model_shape(model_config(source), _shown(source))
+    shape = model_shape(model_config(source), Path(source).name if Path(source).exists() else source)
     _section(f"{label}: {_shown(source)}")
     resolved = resolve(args.preset, shape, hardware, context_length=args.context)
     print(resolved)
