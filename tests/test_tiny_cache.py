@@ -36,7 +36,7 @@ def test_builds_without_a_path_are_cached_by_their_arguments(cache):
     assert sorted(p.name for p in (cache / "tiny").iterdir()) == sorted(p.name for p in (path, other, native))
 
 
-@pytest.mark.parametrize("damage", ["truncate", "delete", "header", "old-stamp"])
+@pytest.mark.parametrize("damage", ["truncate", "delete", "add", "header", "old-stamp"])
 def test_a_damaged_build_is_rebuilt_with_a_warning(cache, tmp_path, damage):
     path = kit.tiny_model("mixtral", native=True)
     weights = path / "consolidated.safetensors"
@@ -46,6 +46,8 @@ def test_a_damaged_build_is_rebuilt_with_a_warning(cache, tmp_path, damage):
         os.truncate(weights, weights.stat().st_size // 2)
     elif damage == "delete":
         (path / "tokenizer.model.v1").unlink()
+    elif damage == "add":  # a caller saved something into the shared build
+        (path / "tokenizer.json").write_text("{}")
     elif damage == "header":  # same size, header no longer JSON
         with open(weights, "r+b") as stream:
             stream.seek(8)
@@ -57,6 +59,7 @@ def test_a_damaged_build_is_rebuilt_with_a_warning(cache, tmp_path, damage):
     with pytest.warns(UserWarning, match="cached tiny mixtral in .* was incomplete or damaged"):
         assert kit.tiny_model("mixtral", native=True) == path
     assert filecmp.cmp(weights, intact, shallow=False) and (path / "tokenizer.model.v1").is_file()
+    assert not (path / "tokenizer.json").exists()
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no staging folder left
 
 

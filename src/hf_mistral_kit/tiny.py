@@ -141,10 +141,14 @@ def _state(directory: Path, stamp: dict[str, Any]) -> Literal["absent", "built",
 
 
 def _files_intact(directory: Path, files: Any) -> bool:
-    """Every recorded file is there with its recorded size, and every safetensors header is readable."""
+    """The recorded files and nothing else are there, each with its recorded size and a readable safetensors header
+    (a caller that added or removed files in a shared build gets a fresh one)."""
     from .native import NativeCheckpointError, _safetensors_size
 
     if not isinstance(files, dict) or not files:
+        return False
+    present = {path.name for path in directory.iterdir() if path.name != STAMP_FILE and path.name[0] != "."}
+    if present != set(files):
         return False
     for name, size in files.items():
         file = directory / name
