@@ -1,7 +1,34 @@
-import pytest
-from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
-from hf_mistral_kit import load_tokenizer, reference_tokenizer_file
+
+# issue 10: everything the suite caches (tiny_model() builds, the demo's checkpoints) goes into one directory of this
+# session, removed at its end (and, for a session that was killed, by the next one): a test run never writes into the
+# user's cache nor leaves folders in /tmp.
+def _remove_caches_of_dead_sessions() -> None:
+    for folder in Path(tempfile.gettempdir()).glob("hf-mistral-kit-tests-*-*"):
+        try:
+            os.kill(int(folder.name.split("-")[4]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, IndexError, OSError):
+            continue
+
+
+_remove_caches_of_dead_sessions()
+SESSION_CACHE = Path(tempfile.mkdtemp(prefix=f"hf-mistral-kit-tests-{os.getpid()}-"))
+os.environ["HF_MISTRAL_KIT_CACHE"] = str(SESSION_CACHE)
+
+import pytest  # noqa: E402
+from mistral_common.tokens.tokenizers.mistral import MistralTokenizer  # noqa: E402
+
+from hf_mistral_kit import load_tokenizer, reference_tokenizer_file  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", params=["v1", "v3"])
@@ -21,16 +48,14 @@ def reference_tokenizers():
 
 # issue 5: the command line and the examples run against one cache of tiny checkpoints per test session.
 @pytest.fixture(scope="session")
-def kit_cache(tmp_path_factory):
-    """An empty $HF_MISTRAL_KIT_CACHE for this session (the demo test builds the tiny checkpoints into it)."""
-    return tmp_path_factory.mktemp("hf-mistral-kit-cache")
+def kit_cache():
+    """This session's $HF_MISTRAL_KIT_CACHE (removed when the session ends)."""
+    return SESSION_CACHE
 
 
 @pytest.fixture(scope="session")
 def cli_env(kit_cache):
     """The environment subprocesses run in: offline, the session's cache, unbuffered output."""
-    import os
-
     return {
         **os.environ,
         "HF_MISTRAL_KIT_CACHE": str(kit_cache),

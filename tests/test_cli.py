@@ -17,7 +17,7 @@ import pytest
 import hf_mistral_kit as kit
 from chats import TOOL_CHAT, TOOLS
 from hf_mistral_kit.cli import TEMPLATES, ExitCode, main
-from reference_configs import MISTRAL_7B, MIXTRAL_8X7B_PARAMS
+from reference_configs import MISTRAL_7B, MIXTRAL_8X7B, MIXTRAL_8X7B_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("hf-mistral-kit")
@@ -321,19 +321,28 @@ def _jsonl(result: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def test_chat_through_pipes_keeps_history_and_resets(cli_env, tiny_checkpoints):
+def test_chat_through_pipes_keeps_history_and_resets(cli_env, run, tiny_checkpoints):
     model = str(tiny_checkpoints["mistral"])
     lines = [{"content": "Hello"}, "How are you?", {"role": "user", "content": "/reset"}, {"content": "Hello"}]
     stdin = "".join(json.dumps(line) + "\n" for line in lines)
     replies = _jsonl(
         cli("chat", model, "--jsonl", "--temperature", "0", "--max-new-tokens", "8", input=stdin, env=cli_env)
     )
-    assert len(replies) == 3 and all(r["role"] == "assistant" for r in replies)
-    first, second, after_reset = replies
+    # One output line per input line: /reset answers with an event.
+    assert [r.get("event") for r in replies] == [None, None, "reset", None]
+    first, second, reset, after_reset = replies
+    assert all(r["role"] == "assistant" for r in (first, second, after_reset))
     # The second prompt holds the first exchange; /reset forgets it, so the same question gets the same reply.
     assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
-    assert after_reset == first
+    assert after_reset == first and reset == {"event": "reset"}
     assert first["usage"]["completion_tokens"] == 8
+    # Blank lines and /exit answer too: one line out per line in.
+    events = run("chat", model, "--jsonl", "--max-new-tokens", "1", input='\n  \n"/exit"\n{}\n')
+    assert [json.loads(line) for line in events.stdout.splitlines()] == [
+        {"event": "empty"},
+        {"event": "empty"},
+        {"event": "exit"},
+    ]
 
     # Plain lines: the same replies, one per input line.
     plain = cli(
@@ -347,7 +356,7 @@ def test_chat_through_pipes_keeps_history_and_resets(cli_env, tiny_checkpoints):
         env=cli_env,
     )
     assert plain.returncode == 0, plain.stderr
-    assert plain.stdout == "".join(r["content"] + "\n" for r in replies)
+    assert plain.stdout == "".join(r["content"] + "\n" for r in (first, second, after_reset))
 
 
 def test_chat_reply_is_greedy_generate_with_the_template(cli_env, tiny_checkpoints):
@@ -472,7 +481,7 @@ def test_chat_refuses_a_model_predicted_not_to_fit(run, tmp_path):
     result = run("chat", str(tmp_path))
     assert_user_error(result, ExitCode.OUT_OF_MEMORY, "does not fit this machine in any preset")
     result = run("chat", str(tmp_path), "--preset", "bf16")
-    assert_user_error(result, ExitCode.OUT_OF_MEMORY, "predicted out of memory: preset 'bf16' needs")
+    assert_user_error(result, ExitCode.OUT_OF_MEMORY, f"predicted out of memory: {tmp_path} in preset 'bf16'")
 
 
 # --- doctor -----------------------------------------------------------------------------------------------------
@@ -515,12 +524,34 @@ def test_plan_from_a_config_alone(cli_env, run, tmp_path):
     expected = kit.plan_memory(tmp_path, "bf16", context_length=8192, hardware=kit.Hardware.profile("a100-80gb"))
     assert plan["total_bytes"] == expected.total_bytes
 
-    table = run("plan", str(tmp_path / "config.json"), "--preset", "4bit", "--context", "4096", "--gpu", "t4")
+    config = str(tmp_path / "config.json")
+    table = run("plan", config, "--preset", "4bit", "--context", "4096", "--gpu", "t4")
     assert table.returncode == 0, table.stderr
-    assert (
-        table.stdout
-        == str(kit.plan_memory(tmp_path, "4bit", context_length=4096, hardware=kit.Hardware.profile("t4"))) + "\n"
-    )
+    t4 = kit.Hardware.profile("t4")
+    expected = kit.plan_memory(config, "4bit", context_length=4096, hardware=t4)
+    notes = kit.resolve_preset("4bit", t4, model=config, context_length=4096).notes
+    assert table.stdout == f"{expected}\nnotes:\n" + "".join(f"  - {note}\n" for note in notes)
+    assert str(expected).splitlines()[0].startswith(f"{config}: 7.24B parameters")  # named as the user named it
+    assert str(expected).splitlines()[-1].split()[:5] == ["fits", "yes", "on", "Tesla", "T4"]
+
+
+def test_plan_says_where_the_model_runs_and_prints_the_notes(run, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(MIXTRAL_8X7B))
+    # Mixtral does not fit a T4 even in 4-bit with offloading (offloaded layers stay 16-bit in 32 GiB of RAM): the
+    # verdict says the model runs on the CPU, and the notes say what auto skipped.
+    result = run("plan", str(tmp_path), "--context", "4096", "--gpu", "t4")
+    assert result.returncode == 0, result.stderr
+    verdict = next(line for line in result.stdout.splitlines() if line.startswith("fits"))
+    assert verdict.split(maxsplit=1)[1] == "yes in CPU RAM (32.0 GiB free): the model runs on the CPU, not on Tesla T4"
+    notes = result.stdout.split("\nnotes:\n", 1)[1]
+    assert "'4bit' on cuda needs 24.6 GiB, more than the 14.5 GiB free." in notes
+    assert "auto -> '4bit' on cpu" in notes
+    as_json = json.loads(run("plan", str(tmp_path), "--context", "4096", "--gpu", "t4", "--json").stdout)
+    assert as_json["placement"] == "cpu" and any("auto -> '4bit' on cpu" in note for note in as_json["notes"])
+    # With more GPU memory, 4-bit with offloaded layers: the verdict says how many.
+    offload = run("plan", str(tmp_path), "--context", "4096", "--gpu", "rtx4090")
+    verdict = next(line for line in offload.stdout.splitlines() if line.startswith("fits"))
+    assert "yes on NVIDIA GeForce RTX 4090" in verdict and "with 2 decoder layers offloaded to CPU RAM" in verdict
 
 
 def test_plan_predicts_out_of_memory(cli_env, run, tmp_path):

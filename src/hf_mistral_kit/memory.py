@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .config_checks import MISTRAL_MODEL_TYPES, check_config
 from .hardware import GiB, Hardware
 
 if TYPE_CHECKING:
@@ -54,22 +55,34 @@ class ModelShape:
     max_position_embeddings: int | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> ModelShape:
+    def from_config(cls, config: Any, *, mistral_only: bool = False) -> ModelShape:
         """From a `PretrainedConfig`, a config dict (HF `config.json` or Mistral's native `params.json`), a path to
-        either file or to a checkpoint directory holding one, or a Hub model id."""
+        either file or to a checkpoint directory holding one, or a Hub model id.
+
+        The numbers are validated first (`config_checks`): a ValueError names the field that is wrong. With
+        `mistral_only`, configs of other model types (llama, ...) are refused too.
+        """
         if isinstance(config, ModelShape):
             return config
         if isinstance(config, (str, os.PathLike)):
-            return cls.from_config(_read_config_file(os.fspath(config)))
+            return cls.from_config(_read_config_file(os.fspath(config)), mistral_only=mistral_only)
         if not isinstance(config, Mapping):
             if not hasattr(config, "to_dict"):
                 raise TypeError(f"expected a PretrainedConfig, a config dict or a path, got {type(config).__name__}")
             config = {**config.to_dict(), "head_dim": getattr(config, "head_dim", None)}
+        source = config.get("_name_or_path") or "the config"
         if "dim" in config and "n_layers" in config:  # Mistral's native params.json
             from .native import config_dict_from_params_dict
 
             name = config.get("_name_or_path", "mistral (params.json)")
-            config = {**config_dict_from_params_dict(dict(config)), "_name_or_path": name}
+            config = {**config_dict_from_params_dict(dict(config), source=name), "_name_or_path": name}
+        model_type = config.get("model_type")
+        if mistral_only and model_type is not None and model_type not in MISTRAL_MODEL_TYPES:
+            raise ValueError(
+                f"{source} is a {model_type!r} config, not a Mistral/Mixtral one: hf-mistral-kit plans and loads the "
+                "Mistral family (model_type mistral or mixtral, or Mistral's params.json)."
+            )
+        check_config(config, source)
         hidden = config["hidden_size"]
         heads = config["num_attention_heads"]
         return cls(
@@ -87,6 +100,10 @@ class ModelShape:
             sliding_window=config.get("sliding_window"),
             max_position_embeddings=config.get("max_position_embeddings"),
         )
+
+    def labelled(self, name: str) -> ModelShape:
+        """The same shape under another name (what tables and messages call the model)."""
+        return dataclasses.replace(self, name=name)
 
     def linear_shapes(self) -> list[tuple[int, int, int]]:
         """(out_features, in_features, count) of one decoder layer's linear weights: what bitsandbytes quantizes."""
@@ -188,6 +205,36 @@ class MemoryPlan:
             return None
         return self.device_bytes <= self.available_bytes and self.offloaded_bytes <= _offload_budget(self.hardware)
 
+    @property
+    def placement(self) -> str | None:
+        """Where the weights live: "gpu", "gpu+cpu" (decoder layers offloaded to CPU RAM) or "cpu" (None without
+        hardware)."""
+        if self.hardware is None:
+            return None
+        if self.on_cpu or not self.hardware.cuda:
+            return "cpu"
+        return "gpu+cpu" if self.offloaded_layers else "gpu"
+
+    @property
+    def placement_text(self) -> str:
+        """`placement` in words, e.g. "on Tesla T4 (...)" or "in CPU RAM (the model runs on the CPU; ...)"."""
+        hardware = self.hardware
+        if hardware is None:
+            return "(no hardware given)"
+        if self.placement == "cpu":
+            if hardware.cuda:
+                return (
+                    f"in CPU RAM ({hardware.cpu_memory / GiB:.1f} GiB free): the model runs on the CPU, not on "
+                    f"{hardware.device_name}"
+                )
+            return f"in the RAM of {hardware.describe()}"
+        if self.placement == "gpu+cpu":
+            return (
+                f"on {hardware.describe()}, with {self.offloaded_layers} decoder layers offloaded to CPU RAM "
+                f"({self.offloaded_bytes / GiB:.1f} GiB, streamed in for every token)"
+            )
+        return f"on {hardware.describe()}"
+
     def __str__(self) -> str:
         rows = [
             ("weights", self.weights_bytes),
@@ -211,7 +258,7 @@ class MemoryPlan:
         ]
         lines += [f"{label:{width}}  {value / 1e9:9.2f}  {value / GiB:9.2f}" for label, value in rows]
         if self.hardware is not None:
-            lines.append(f"{'fits':{width}}  {'yes' if self.fits else 'no'} on {self.hardware.describe()}")
+            lines.append(f"{'fits':{width}}  {'yes' if self.fits else 'no'} {self.placement_text}")
         return "\n".join(lines)
 
 
@@ -314,12 +361,18 @@ def plan_memory(
     )
 
 
+# A config.json is a few KiB: anything far larger is not one (and is not read into memory).
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
 def _read_config_file(path: str) -> dict:
+    """The config dict of a checkpoint directory, config file or Hub id, named after `path` as given."""
+    name = path
     if not os.path.exists(path):
         from transformers import AutoConfig  # a Hub id: fetch its config.json only
 
         config = AutoConfig.from_pretrained(path)
-        return {**config.to_dict(), "head_dim": getattr(config, "head_dim", None)}
+        return {**config.to_dict(), "head_dim": getattr(config, "head_dim", None), "_name_or_path": name}
     if os.path.isdir(path):
         for filename in ("config.json", "params.json"):
             candidate = os.path.join(path, filename)
@@ -328,10 +381,19 @@ def _read_config_file(path: str) -> dict:
                 break
         else:
             raise FileNotFoundError(f"{path} has neither config.json nor params.json")
-    with open(path) as f:
-        config = json.load(f)
-    config.setdefault("_name_or_path", os.path.basename(os.path.dirname(os.path.abspath(path))))
-    return config
+    if not os.path.isfile(path):  # a FIFO would block the read, a device never ends
+        raise ValueError(f"{path} is not a regular file; expected a config.json or params.json.")
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ValueError(f"larger than {MAX_CONFIG_BYTES // 2**20} MiB, which no config is")
+        config = json.loads(data.decode("utf-8-sig"))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path} is not a readable JSON config: {error}.") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not a config object (config.json/params.json).")
+    return {**config, "_name_or_path": name}
 
 
 def _count(parameters: int) -> str:

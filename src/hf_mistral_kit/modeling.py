@@ -272,8 +272,9 @@ _registered = False
 def register() -> None:
     """Register the kit model types with transformers' Auto classes and weight-conversion mappings.
 
-    Idempotent (and run on `import hf_mistral_kit`). Only the kit's own keys are registered: transformers' built-in
-    `mistral`/`mixtral` entries keep pointing at transformers' classes.
+    Idempotent, and run when this module is imported (by anything that uses the kit's model or Auto classes).
+    Only the kit's own keys are registered: transformers' built-in `mistral`/`mixtral` entries keep pointing at
+    transformers' classes.
     """
     global _registered
     if _registered:
@@ -297,3 +298,6 @@ def register() -> None:
         KitMixtralPerExpertModel.__name__, per_expert_conversion_mapping(), overwrite=True
     )
     _registered = True
+
+
+register()  # the kit's classes never exist unregistered: a kit Auto class resolves only after this

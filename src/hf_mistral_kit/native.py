@@ -24,10 +24,15 @@ import math
 import os
 import re
 import shutil
+import signal
+import socket
 import struct
 import sys
 import tempfile
+import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +41,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from transformers.utils.logging import tqdm
 
+from .config_checks import check_params
+
 PARAMS_FILE = "params.json"
 NATIVE_SAFETENSORS = "consolidated.safetensors"
 HF_SAFETENSORS = "model.safetensors"
@@ -43,6 +50,11 @@ HF_SAFETENSORS = "model.safetensors"
 TOKENIZER_FILE_PATTERN = re.compile(r"^(tokenizer\.model(\.v\d+\w*)?|.*\.model\.v\d+\w*|tekken.*\.json)$")
 _SAFETENSORS_SHARD = re.compile(r"^consolidated(\.\d+|-\d+-of-\d+)?\.safetensors$")
 _PTH_SHARD = re.compile(r"^consolidated(\.\d+)?\.pth?$")
+
+# A params.json is a few hundred bytes: anything far larger is not one (and is not read into memory).
+MAX_PARAMS_BYTES = 1 << 20
+# safetensors' own limit on the JSON header of a file.
+MAX_SAFETENSORS_HEADER_BYTES = 100_000_000
 
 # params.json fields mistral-inference requires, with their types.
 _REQUIRED_PARAMS = {
@@ -82,14 +94,23 @@ def config_dict_from_params(directory: str | os.PathLike) -> dict[str, Any]:
     """Translate a directory's `params.json` into a transformers config dict (`model_type` `mistral` or `mixtral`)."""
     path = Path(directory) / PARAMS_FILE
     try:
-        params = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        if not path.is_file():  # a FIFO would block the read below, a directory cannot be read
+            raise OSError("not a regular file")
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_PARAMS_BYTES + 1)
+        if len(data) > MAX_PARAMS_BYTES:
+            raise OSError(f"larger than {MAX_PARAMS_BYTES // 1024} KiB, which no params.json is")
+        params = json.loads(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as error:
         raise NativeCheckpointError(f"Cannot read {path}: {error}.") from error
     return config_dict_from_params_dict(params, source=path)
 
 
 def config_dict_from_params_dict(params: Any, source: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
-    """Translate the contents of a `params.json` (named `source` in errors) into a transformers config dict."""
+    """Translate the contents of a `params.json` (named `source` in errors) into a transformers config dict.
+
+    Every field the kit reads is checked first (`config_checks.check_params`): types, bounds, consistency.
+    """
     path = source
     if not isinstance(params, dict):
         raise NativeCheckpointError(f"{path} must hold a JSON object, got {type(params).__name__}.")
@@ -101,20 +122,12 @@ def config_dict_from_params_dict(params: Any, source: str | os.PathLike = PARAMS
             f"defines {', '.join(_REQUIRED_PARAMS)} (and `moe` for Mixtral). Restore the file from the original "
             "release."
         )
-    for name, kind in _REQUIRED_PARAMS.items():
-        value = params[name]
-        valid = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
-        if not valid or isinstance(value, bool) or value <= 0:
-            raise NativeCheckpointError(f"{path}: field {name!r} must be a positive {kind.__name__}, got {value!r}.")
+    check_params(params, path, NativeCheckpointError)
     for name in ("vision_encoder", "lora", "quantization"):
         if params.get(name):
             raise NativeCheckpointError(f"{path}: `{name}` checkpoints are not supported (only text models).")
     if params.get("model_type", "transformer") != "transformer":
         raise NativeCheckpointError(f"{path}: model_type {params['model_type']!r} is not a Mistral transformer.")
-    if params["n_heads"] % params["n_kv_heads"]:
-        raise NativeCheckpointError(
-            f"{path}: n_heads ({params['n_heads']}) must be a multiple of n_kv_heads ({params['n_kv_heads']})."
-        )
 
     sliding_window = params.get("sliding_window")
     config = {
@@ -133,16 +146,11 @@ def config_dict_from_params_dict(params: Any, source: str | os.PathLike = PARAMS
             "rope_theta": float(params.get("rope_theta") or DEFAULT_ROPE_THETA),
         },
         "sliding_window": int(sliding_window) if sliding_window is not None else None,
-        "max_position_embeddings": params.get("max_seq_len", DEFAULT_MAX_POSITION_EMBEDDINGS),
+        "max_position_embeddings": params.get("max_seq_len") or DEFAULT_MAX_POSITION_EMBEDDINGS,
         "tie_word_embeddings": bool(params.get("tied_embeddings", False)),
     }
     moe = params.get("moe")
     if moe is not None:
-        if not isinstance(moe, dict):
-            raise NativeCheckpointError(f"{path}: `moe` must be an object with num_experts and num_experts_per_tok.")
-        missing = [name for name in ("num_experts", "num_experts_per_tok") if name not in moe]
-        if missing:
-            raise NativeCheckpointError(f"{path}: `moe` is missing field(s) {', '.join(map(repr, missing))}.")
         config.update(
             model_type="mixtral",
             architectures=["MixtralForCausalLM"],
@@ -239,6 +247,40 @@ def _rename(key: str, table: list[tuple[re.Pattern, str]]) -> str | None:
         if pattern.fullmatch(key):
             return pattern.sub(replacement, key)
     return None
+
+
+def expected_weight_count(config: Mapping[str, Any]) -> int:
+    """How many entries `expected_hf_shapes(config)` has, without building it (memory independent of the config)."""
+    per_layer = 6 + (1 + 3 * config["num_local_experts"] if config["model_type"] == "mixtral" else 3)
+    return 2 + (0 if config.get("tie_word_embeddings") else 1) + config["num_hidden_layers"] * per_layer
+
+
+def parameter_count(config: Mapping[str, Any]) -> int:
+    """Parameters of the causal LM `config` describes, in closed form (no table, whatever the config says)."""
+    hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
+    q, kv = config["num_attention_heads"] * head_dim, config["num_key_value_heads"] * head_dim
+    experts = config.get("num_local_experts") or 0 if config["model_type"] == "mixtral" else 0
+    mlp = experts * (3 * inter * hidden + hidden) if experts else 3 * inter * hidden
+    layer = 2 * q * hidden + 2 * kv * hidden + 2 * hidden + mlp
+    lm_head = 0 if config.get("tie_word_embeddings") else vocab * hidden
+    return vocab * hidden + lm_head + hidden + config["num_hidden_layers"] * layer
+
+
+def _check_size(config: Mapping[str, Any], files: list[Path], params: Path) -> None:
+    """Refuse a params.json describing more parameters than the weight files have bytes (any dtype has >= 1)."""
+    available = sum(file.stat().st_size for file in files)
+    needed = parameter_count(config)
+    if needed > available:
+        raise NativeCheckpointError(
+            f"{params} describes {needed:,} parameters ({config['num_hidden_layers']} layers{_experts_note(config)}), "
+            f"more than the {available:,} bytes of weights next to it hold: check n_layers, dim, hidden_dim and "
+            "moe.num_experts there, or re-download the checkpoint."
+        )
+
+
+def _experts_note(config: Mapping[str, Any]) -> str:
+    return f" of {config['num_local_experts']} experts" if config["model_type"] == "mixtral" else ""
 
 
 def expected_hf_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -374,7 +416,10 @@ class _TensorFiles:
             names = handle.keys()
             for key in names:
                 part = handle.get_slice(key)
-                yield key, LazyTensor(part, _SAFETENSORS_DTYPES[part.get_dtype()], tuple(part.get_shape()))
+                dtype = _SAFETENSORS_DTYPES.get(part.get_dtype())
+                if dtype is None:  # the header was checked; a file changed since is still not a crash
+                    raise NativeCheckpointError(f"{file}: tensor {key!r} has dtype {part.get_dtype()}, unsupported.")
+                yield key, LazyTensor(part, dtype, tuple(part.get_shape()))
             return
         yield from _load_pth(file, fix)
 
@@ -385,19 +430,52 @@ class _TensorFiles:
 
 
 def _safetensors_size(file: Path, fix: str) -> int:
-    """The file size a safetensors header announces (8-byte length + JSON header + data)."""
+    """The file size a safetensors header announces (8-byte length + JSON header + data), after checking the header:
+    a JSON object of tensors with a known dtype, a shape and offsets that agree with it. Reads the header only."""
     try:
+        if not file.is_file():  # a FIFO would block, a device never ends
+            raise ValueError("not a regular file")
+        file_size = file.stat().st_size
         with open(file, "rb") as stream:
-            (header_size,) = struct.unpack("<Q", stream.read(8))
-            if header_size > file.stat().st_size:
-                raise ValueError(f"header length {header_size} exceeds the file size")
-            header = json.loads(stream.read(header_size))
-        data_size = max(
-            (entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0
-        )
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as error:
+            prefix = stream.read(8)
+            if len(prefix) < 8:
+                raise ValueError(f"{file_size} bytes, too short for a safetensors header")
+            (header_size,) = struct.unpack("<Q", prefix)
+            if header_size > min(file_size - 8, MAX_SAFETENSORS_HEADER_BYTES):
+                raise ValueError(f"header length {header_size} exceeds the file size or safetensors' limit")
+            header = json.loads(stream.read(header_size).decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
+        data_size = max((_header_entry_end(name, entry) for name, entry in header.items()), default=0)
+    except (OSError, ValueError, RecursionError, struct.error) as error:  # UnicodeDecodeError is a ValueError
         raise NativeCheckpointError(f"{file} is not a readable safetensors file ({error}). {fix}") from error
     return 8 + header_size + data_size
+
+
+def _header_entry_end(name: str, entry: Any) -> int:
+    """Where the data of one safetensors header entry ends, or ValueError saying what is wrong with it."""
+    if name == "__metadata__":
+        if entry is not None and not isinstance(entry, dict):
+            raise ValueError("__metadata__ is not an object")
+        return 0
+    if not isinstance(entry, dict):
+        raise ValueError(f"entry {name!r} is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in _SAFETENSORS_DTYPES:
+        known = ", ".join(_SAFETENSORS_DTYPES)
+        raise ValueError(f"tensor {name!r} has dtype {dtype!r}; the kit reads {known}")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ValueError(f"tensor {name!r} has shape {shape!r}, not a list of sizes")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise ValueError(f"tensor {name!r} has data_offsets {offsets!r}, not [begin, end]")
+    if offsets[1] - offsets[0] != math.prod(shape) * _SAFETENSORS_DTYPES[dtype].itemsize:
+        raise ValueError(f"tensor {name!r}: data_offsets {offsets} do not hold a {dtype} tensor of shape {shape}")
+    return offsets[1]
 
 
 def _load_pth(file: Path, fix: str) -> Iterator[tuple[str, LazyTensor]]:
@@ -433,6 +511,12 @@ def _native_weight_files(directory: Path) -> list[Path]:
             f"{directory} has {PARAMS_FILE} but no weights: expected {NATIVE_SAFETENSORS}, consolidated.NN.safetensors "
             "shards or legacy consolidated.NN.pth files."
         )
+    for name in chosen:  # is_file() follows symbolic links: a link to a regular file is fine
+        if not (directory / name).is_file():
+            raise NativeCheckpointError(
+                f"{directory / name} is not a regular file (a directory, FIFO, device or broken link); weights are "
+                "read from regular files only. Replace it with the weights file."
+            )
     return [directory / name for name in chosen]
 
 
@@ -450,16 +534,27 @@ class NativeCheckpoint:
         self.directory = Path(directory)
         self.config = config_dict_from_params(self.directory)
         fix = f"Re-download the file into {self.directory}."
-        self._files = _TensorFiles(_native_weight_files(self.directory), fix)
+        files = _native_weight_files(self.directory)
+        self._files = _TensorFiles(files, fix)  # reads and checks the headers (and file sizes) only
         try:
+            _check_size(self.config, files, self.directory / PARAMS_FILE)
             self._hf_tensors = self._map_to_hf(self._files.tensors)
         except NativeCheckpointError:
             self.close()
             raise
 
     def _map_to_hf(self, native: Mapping[str, LazyTensor]) -> dict[str, LazyTensor]:
-        expected = expected_hf_shapes(self.config)
         params = self.directory / PARAMS_FILE
+        count = expected_weight_count(self.config)
+        # The table below has one entry per expected weight: bound it by what the files hold (a stacked expert
+        # tensor stands for num_experts entries) before building it.
+        if count > len(native) * max(1, self.config.get("num_local_experts") or 1) + 16:
+            raise NativeCheckpointError(
+                f"{params} describes a model of {count} weights ({self.config['num_hidden_layers']} layers"
+                f"{_experts_note(self.config)}), but {self.directory} holds {len(native)}: check n_layers and "
+                "moe.num_experts there, or re-download the checkpoint."
+            )
+        expected = expected_hf_shapes(self.config)
         unknown = [key for key in native if _rename(key, _NATIVE_TO_HF) is None]
         if unknown:
             raise NativeCheckpointError(
@@ -579,34 +674,144 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: Liter
         raise FileNotFoundError(f"{src} is not a checkpoint directory.")
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
-        if to == "native":
-            _hf_to_native(src, staging)
-        else:
-            _native_to_hf(src, staging)
-        _copy_tokenizer(src, staging)
-        if dst.exists():
-            dst.rmdir()
-        staging.rename(dst)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with removed_on_sigterm():
+        staging = staging_dir(dst)
+        try:
+            if to == "native":
+                _hf_to_native(src, staging)
+            else:
+                _native_to_hf(src, staging)
+            _copy_tokenizer(src, staging)
+            (staging / STAGING_MARKER).unlink()
+            if dst.exists():
+                dst.rmdir()
+            staging.rename(dst)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return dst
+
+
+# --- staging directories and copied files -----------------------------------------------------------------------
+
+# Written into every staging directory: which process on which host builds it, so that a later run can tell a
+# directory left behind by a killed process (SIGKILL, power loss) from one still being written.
+STAGING_MARKER = ".hf-mistral-kit-staging"
+
+
+def staging_dir(dst: Path) -> Path:
+    """A new hidden directory beside `dst` to build it in (renamed to `dst` when complete).
+
+    Staging directories that an earlier process left beside `dst` when it was killed are removed first, with a warning.
+    """
+    for stale in _stale_staging_dirs(dst.parent):
+        shutil.rmtree(stale, ignore_errors=True)
+        warnings.warn(f"removed {stale}, left behind by an interrupted conversion or build.", stacklevel=3)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-{os.getpid()}-", dir=dst.parent))
+    (staging / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+    return staging
+
+
+def _stale_staging_dirs(parent: Path) -> list[Path]:
+    stale = []
+    for path in parent.glob(".*.partial-*"):
+        try:
+            owner = json.loads((path / STAGING_MARKER).read_text())
+            pid, host = int(owner["pid"]), owner["host"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours, or being created right now
+        if host == socket.gethostname() and not _process_alive(pid):
+            stale.append(path)
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or a platform that cannot tell: leave its directory alone
+    return True
+
+
+@contextmanager
+def removed_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises (so `except BaseException` clean-ups run) and then ends the process as the
+    signal would have. Only in the main thread and when nobody else handles SIGTERM; otherwise does nothing."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
+        signal.SIG_DFL,
+        None,
+    ):
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # dies here, with the status a SIGTERM gives
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived inside `removed_on_sigterm`."""
+
+
+# Files a tokenizer is read from besides TOKENIZER_FILE_PATTERN's.
+_TOKENIZER_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "added_tokens.json", "chat_template.jinja")
 
 
 def _copy_tokenizer(src: Path, dst: Path) -> None:
     """Carry the tokenizer over: a Mistral SentencePiece tokenizer is written the way the kit saves tokenizers
     (tokenizer.json, tokenizer_config.json, chat template, tokenizer.model and tokenizer.model.vN), so that every
-    consumer reads the converted checkpoint exactly; other tokenizer files (tekken.json, ...) are copied."""
+    consumer reads the converted checkpoint exactly; other tokenizer files (tekken.json, ...) are copied as they are.
+    Files the tokenizer is read from pass the same checks as copied ones."""
     from .tokenizer import find_tokenizer_file, load_tokenizer
 
-    if find_tokenizer_file(src) is not None:
-        load_tokenizer(src).save_pretrained(dst)
+    files = [file for file in sorted(src.iterdir()) if TOKENIZER_FILE_PATTERN.match(file.name)]
+    if find_tokenizer_file(src) is None:
+        for file in files:
+            copy_from_checkpoint(src, file, dst)
         return
-    for file in src.iterdir():
-        if file.is_file() and TOKENIZER_FILE_PATTERN.match(file.name):
+    for file in files + [src / name for name in _TOKENIZER_SIDE_FILES if (src / name).exists()]:
+        check_checkpoint_file(src, file)
+    load_tokenizer(src).save_pretrained(dst)
+    for file in files:  # nothing is lost: other tokenizer files of SRC come along as they are
+        if not (dst / file.name).exists():
             shutil.copy2(file, dst / file.name)
+
+
+def copy_from_checkpoint(src: Path, file: Path, dst: Path) -> None:
+    """Copy `file` of checkpoint `src` into `dst`, refusing what would copy something else than the checkpoint
+    (`check_checkpoint_file`)."""
+    check_checkpoint_file(src, file)
+    shutil.copy2(file, dst / file.name)
+
+
+def check_checkpoint_file(src: Path, file: Path) -> None:
+    """Refuse a file of checkpoint `src` that is not part of it: non-regular files, and symbolic links that lead out
+    of `src` (a Hugging Face cache snapshot's links into its repository's `blobs/` are fine)."""
+    if not file.is_file():
+        raise NativeCheckpointError(
+            f"{file} is not a regular file (a directory, FIFO, device or broken link): remove it or replace it with "
+            "the file itself."
+        )
+    if file.is_symlink():
+        target, root = file.resolve(), src.resolve()
+        allowed = [root] + ([root.parent.parent / "blobs"] if root.parent.name == "snapshots" else [])
+        if not any(target.is_relative_to(folder) for folder in allowed):
+            raise NativeCheckpointError(
+                f"{file} is a symbolic link to {target}, outside {src}: refusing to copy that file into the "
+                "converted checkpoint (publishing it would publish the file). Replace the link with a copy of the "
+                "file if it belongs to the checkpoint, or remove it."
+            )
 
 
 def _native_to_hf(src: Path, dst: Path) -> None:
@@ -624,7 +829,7 @@ def _native_to_hf(src: Path, dst: Path) -> None:
         write_safetensors(dst / HF_SAFETENSORS, sorted(tensors.items(), key=lambda item: _natural_key(item[0])))
         config.save_pretrained(dst)  # writes the upstream model_type
         if (src / "generation_config.json").is_file():
-            shutil.copy2(src / "generation_config.json", dst / "generation_config.json")
+            copy_from_checkpoint(src, src / "generation_config.json", dst)
         else:
             GenerationConfig.from_model_config(config).save_pretrained(dst)
 

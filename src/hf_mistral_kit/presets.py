@@ -19,7 +19,7 @@ import torch
 from .hardware import BITSANDBYTES_MIN_VERSION, FLASH_ATTN_MIN_VERSION, GiB, Hardware
 from .memory import CPU_OVERHEAD_BYTES, MemoryPlan, ModelShape, estimate
 
-__all__ = ["PRESETS", "Preset", "PresetError", "ResolvedPreset", "resolve_preset"]
+__all__ = ["PRESETS", "DoesNotFitError", "Preset", "PresetError", "ResolvedPreset", "resolve_preset"]
 
 # Context length memory is planned for when none is given: a long chat, well inside every Mistral's window.
 DEFAULT_CONTEXT_LENGTH = 4096
@@ -27,6 +27,10 @@ DEFAULT_CONTEXT_LENGTH = 4096
 
 class PresetError(ValueError):
     """A preset that cannot work on this hardware or does not fit; the message names the fix."""
+
+
+class DoesNotFitError(PresetError):
+    """The memory plan says the model does not fit: in the explicit preset asked for, or (for 'auto') in any."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def resolve_preset(
     else:
         resolved = _resolve(preset, hardware, shape, context_length)
         if check_fit and resolved.plan is not None and not resolved.plan.fits:
-            raise PresetError(_does_not_fit(resolved, shape, context_length))
+            raise DoesNotFitError(_does_not_fit(resolved, shape, context_length))
     return dataclasses.replace(resolved, notes=notes + resolved.notes)
 
 
@@ -348,7 +352,7 @@ def _resolve_auto(hardware: Hardware, shape: ModelShape | None, context_length: 
                 f"{preset.name!r} on {resolved.device} needs {plan.total_bytes / GiB:.1f} GiB, more than the "
                 f"{plan.available_bytes / GiB:.1f} GiB free."
             )
-    raise PresetError(
+    raise DoesNotFitError(
         f"{shape.name} does not fit this machine in any preset: it needs at least {min(needs) / GiB:.1f} GiB for "
         f"{context_length} tokens ({hardware.describe()}, {hardware.cpu_memory / GiB:.1f} GiB RAM). Use a shorter "
         "context_length, or offload to disk with load_model(..., device_map='auto', offload_folder='offload')."
@@ -376,24 +380,52 @@ def _auto_ladder(hardware: Hardware) -> list[tuple[Preset, bool]]:
 def _does_not_fit(resolved: ResolvedPreset, shape: ModelShape, context_length: int) -> str:
     plan = resolved.plan
     hardware = resolved.hardware
-    fixes = []
-    for name in ("bf16", "fp16", "4bit", "8bit"):
-        try:
-            alternative = _resolve(PRESETS[name], hardware, shape, context_length)
-        except (PresetError, ImportError):
-            continue
-        if alternative.plan.fits:
-            fixes.append(f"preset='{name}' ({alternative.plan.total_bytes / GiB:.1f} GiB)")
-    try:
-        auto = _resolve_auto(hardware, shape, context_length)
-        fixes.append(f"preset='auto' ({auto.preset.name}{' + CPU offload' if auto.offload else ''})")
-    except PresetError:
+    alternatives = _fitting_alternatives(hardware, shape, context_length)
+    fixes = [f"preset='{name}' ({why})" for name, why in alternatives]
+    if not any(name == "auto" for name, _ in alternatives):
         fixes.append("offloading to disk with load_model(..., device_map='auto', offload_folder='offload')")
     return (
         f"{shape.name} in preset {resolved.name!r} ({resolved.weight_format}, {context_length} tokens) needs "
         f"{plan.total_bytes / GiB:.1f} GiB but {hardware.device_name} has {plan.available_bytes / GiB:.1f} GiB "
         f"{'RAM' if resolved.device == 'cpu' else 'free'}: use {', '.join(fixes)}, or a shorter context_length."
     )
+
+
+def _fitting_alternatives(
+    hardware: Hardware, shape: ModelShape, context_length: int, batch_size: int = 1
+) -> list[tuple[str, str]]:
+    """(preset, what it needs or becomes) for the explicit presets that fit, then 'auto' if anything fits."""
+    fits = []
+    for name in ("bf16", "fp16", "4bit", "8bit"):
+        try:
+            alternative = _resolve(PRESETS[name], hardware, shape, context_length)
+        except (PresetError, ImportError):
+            continue
+        plan = alternative.plan_for(shape, context_length=context_length, batch_size=batch_size, hardware=hardware)
+        if plan.fits:
+            fits.append((name, f"{plan.total_bytes / GiB:.1f} GiB"))
+    try:
+        auto = _resolve_auto(hardware, shape, context_length)
+    except PresetError:
+        return fits
+    plan = auto.plan_for(shape, context_length=context_length, batch_size=batch_size, hardware=hardware)
+    if plan.fits:
+        where = " on the CPU" if auto.device == "cpu" and hardware.cuda else ""
+        fits.append(("auto", f"{auto.preset.name}{' + CPU offload' if auto.offload else ''}{where}"))
+    return fits
+
+
+def suggest_presets(requested: str, hardware: Hardware, model: Any, context_length: int, batch_size: int = 1) -> str:
+    """A sentence naming the presets that fit `model` on `hardware` (other than `requested`), for the CLI."""
+    shape = ModelShape.from_config(model)
+    fits = [
+        f"--preset {name} ({why})"
+        for name, why in _fitting_alternatives(hardware, shape, context_length, batch_size)
+        if name != requested
+    ]
+    if not fits:
+        return "No preset fits: use a shorter --context or a smaller --batch-size (or a machine with more memory)."
+    return f"These fit: {', '.join(fits)}; or use a shorter --context."
 
 
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -1,21 +1,22 @@
-"""Tiny random Mistral/Mixtral checkpoints with the real Mistral tokenizer, for offline demos and tests."""
+"""Tiny random Mistral/Mixtral checkpoints with the real Mistral tokenizer, for offline demos and tests.
+
+Built once per set of arguments and cached (see `tiny_model`); a cached build that was truncated or corrupted since is
+noticed and rebuilt.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-import tempfile
+import warnings
 from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-from transformers import MistralConfig, MistralForCausalLM, MixtralConfig, MixtralForCausalLM
-
-from .native import write_native
-from .tokenizer import load_tokenizer
-
+CACHE_ENV = "HF_MISTRAL_KIT_CACHE"
 STAMP_FILE = "hf_mistral_kit_tiny.json"
 # Tokenizer files shipped in mistral_common/data/: (file there, name in the checkpoint, vocabulary size).
 TOKENIZERS = {
@@ -31,15 +32,20 @@ _SIZES = {
     "head_dim": 32,  # vLLM's CPU attention refuses head_dim < 32
     "max_position_embeddings": 4096,
 }
-_FAMILIES = {
-    # Mistral 7B v0.1 attends within a 4096-token window; Mixtral 8x7B attends to everything.
-    "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": 4096}),
-    "mixtral": (
-        MixtralConfig,
-        MixtralForCausalLM,
-        {"sliding_window": None, "num_local_experts": 4, "num_experts_per_tok": 2},
-    ),
+# Mistral 7B v0.1 attends within a 4096-token window; Mixtral 8x7B attends to everything.
+_FAMILY_DEFAULTS = {
+    "mistral": {"sliding_window": 4096},
+    "mixtral": {"sliding_window": None, "num_local_experts": 4, "num_experts_per_tok": 2},
 }
+
+
+def cache_dir() -> Path:
+    """The kit's cache directory: $HF_MISTRAL_KIT_CACHE, else $XDG_CACHE_HOME/hf-mistral-kit or
+    ~/.cache/hf-mistral-kit. The demo's tiny checkpoints and `tiny_model()`'s builds live there."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "hf-mistral-kit"
 
 
 def tiny_model(
@@ -64,52 +70,113 @@ def tiny_model(
     field can be overridden, e.g. `sliding_window=8` to exercise the window on short sequences. Weights depend only
     on `seed` and the arguments (the caller's RNG state is left untouched).
 
-    `path=None` builds into a new temporary directory that the caller owns. With an explicit `path`, a directory
-    already built there with the same arguments is reused without rebuilding, so callers can cache the model (the
-    CLI keeps its demo model under the user's cache directory); a directory holding anything else is an error.
+    Builds are cached by their arguments: `path=None` returns a directory under `cache_dir()/tiny/` that is shared by
+    every call with the same arguments (and the same kit, transformers and torch versions), so treat it as read-only
+    (copy it to modify it). With an explicit `path`, a directory already built there with the same arguments is
+    reused without rebuilding; a directory holding anything else is an error. A cached build whose files were
+    truncated or changed since is rebuilt, with a warning.
     """
-    if kind not in _FAMILIES:
+    if kind not in _FAMILY_DEFAULTS:
         raise ValueError(f"kind must be 'mistral' or 'mixtral', got {kind!r}.")
     if tokenizer not in TOKENIZERS:
         raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {tokenizer!r}.")
     stamp = {"kind": kind, "seed": seed, "native": native, "tokenizer": tokenizer, "config": config_overrides}
+    target = Path(path) if path is not None else _cache_path(stamp)
 
-    if path is None:
-        target = Path(tempfile.mkdtemp(prefix=f"hf-mistral-kit-tiny-{kind}-"))
-        _build(target, stamp)
+    state = _state(target, stamp)
+    if state == "built":
         return target
-
-    target = Path(path)
-    if _built_with(target, stamp):
-        return target
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    if state == "foreign":
         raise FileExistsError(f"{target} exists and does not hold this tiny model; delete it or pick another path.")
+    from .native import STAGING_MARKER, staging_dir
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = staging_dir(target)
     try:
         _build(staging, stamp)
-        if target.exists():
+        (staging / STAGING_MARKER).unlink()
+        if state == "damaged":
+            warnings.warn(
+                f"the cached tiny {kind} in {target} was incomplete or damaged (a file is missing, truncated or "
+                "changed): rebuilt it.",
+                stacklevel=2,
+            )
+            shutil.rmtree(target)
+        elif target.exists():
             target.rmdir()
         staging.rename(target)
     except OSError:
-        if not _built_with(target, stamp):  # not a concurrent build of the same model
+        if _state(target, stamp) != "built":  # not a concurrent build of the same model
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
-def _built_with(directory: Path, stamp: dict[str, Any]) -> bool:
+def _cache_path(stamp: dict[str, Any]) -> Path:
+    """Where `tiny_model(path=None)` keeps the build of these arguments."""
+    versions = {name: _version(name) for name in ("hf-mistral-kit", "transformers", "torch")}
+    key = json.dumps({"stamp": stamp, "versions": versions}, sort_keys=True, default=repr)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / "tiny" / f"{stamp['kind']}-{digest}"
+
+
+def _version(distribution: str) -> str:
     try:
-        return json.loads((directory / STAMP_FILE).read_text()) == json.loads(json.dumps(stamp))
-    except (OSError, ValueError):
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _state(directory: Path, stamp: dict[str, Any]) -> Literal["absent", "built", "damaged", "foreign"]:
+    """What `directory` holds: nothing, this build intact, this build damaged since, or something else."""
+    if not directory.exists() or (directory.is_dir() and not any(directory.iterdir())):
+        return "absent"
+    try:
+        recorded = json.loads((directory / STAMP_FILE).read_text())
+        files = recorded.pop("files", None)  # None: built by a kit that recorded no files
+    except (OSError, ValueError, AttributeError):
+        return "foreign"
+    if recorded != json.loads(json.dumps(stamp)):
+        return "foreign"
+    return "built" if _files_intact(directory, files) else "damaged"
+
+
+def _files_intact(directory: Path, files: Any) -> bool:
+    """The recorded files and nothing else are there, each with its recorded size and a readable safetensors header
+    (a caller that added or removed files in a shared build gets a fresh one)."""
+    from .native import NativeCheckpointError, _safetensors_size
+
+    if not isinstance(files, dict) or not files:
         return False
+    present = {path.name for path in directory.iterdir() if path.name != STAMP_FILE and path.name[0] != "."}
+    if present != set(files):
+        return False
+    for name, size in files.items():
+        file = directory / name
+        try:
+            if not file.is_file() or file.stat().st_size != size:
+                return False
+            if file.suffix == ".safetensors" and _safetensors_size(file, "") != size:
+                return False
+        except (OSError, NativeCheckpointError):
+            return False
+    return True
 
 
 def _build(directory: Path, stamp: dict[str, Any]) -> None:
-    config_class, model_class, family_defaults = _FAMILIES[stamp["kind"]]
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM, MixtralConfig, MixtralForCausalLM
+
+    from .native import write_native
+    from .tokenizer import load_tokenizer
+
+    config_class, model_class = {
+        "mistral": (MistralConfig, MistralForCausalLM),
+        "mixtral": (MixtralConfig, MixtralForCausalLM),
+    }[stamp["kind"]]
     source_name, file_name, vocab_size = TOKENIZERS[stamp["tokenizer"]]
-    config = config_class(**{**_SIZES, **family_defaults, "vocab_size": vocab_size, **stamp["config"]})
+    config = config_class(**{**_SIZES, **_FAMILY_DEFAULTS[stamp["kind"]], "vocab_size": vocab_size, **stamp["config"]})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stamp["seed"])
         model = model_class(config)
@@ -122,4 +189,7 @@ def _build(directory: Path, stamp: dict[str, Any]) -> None:
     with resources.as_file(resources.files("mistral_common") / "data" / source_name) as source:
         shutil.copyfile(source, directory / file_name)
     load_tokenizer(directory / file_name).save_pretrained(directory)
-    (directory / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
+    files = {
+        file.name: file.stat().st_size for file in sorted(directory.iterdir()) if file.is_file() and file.name[0] != "."
+    }
+    (directory / STAMP_FILE).write_text(json.dumps({**stamp, "files": files}, indent=2) + "\n")

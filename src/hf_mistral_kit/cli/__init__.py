@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "interactive chat with token streaming",
         "Multi-turn chat with a model, replies streamed token by token. In a terminal: /reset clears the history, "
         "/exit (or Ctrl-D) leaves, Ctrl-C stops the current reply. When stdin is not a terminal, every input line is "
-        'one user message and gets one reply; with --jsonl, lines are JSON ({"content": ...}) in and out.',
+        'one user message and gets one reply; with --jsonl, lines are JSON ({"content": ...}) in and out, one line '
+        'out per line in ({"event": "reset"|"exit"|"empty"} for /reset, /exit and blank lines).',
     )
     chat.add_argument("model", metavar="MODEL", help="checkpoint directory (Hugging Face or native layout) or hub id")
     chat.add_argument("--preset", default="auto", help="loading preset (default: auto)")
@@ -74,9 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", metavar="TEXT", help="system prompt")
     chat.add_argument("--max-new-tokens", type=_positive, default=512, metavar="N", help="reply length (512)")
     chat.add_argument(
-        "--temperature", type=float, metavar="T", help="sampling temperature, 0 for greedy (default: the model's)"
+        "--temperature", type=_temperature, metavar="T", help="sampling temperature, 0 for greedy (default: model's)"
     )
-    chat.add_argument("--seed", type=int, help="random seed for sampling")
+    chat.add_argument("--seed", type=_seed, help="random seed for sampling (0 to 2**32 - 1)")
     chat.add_argument("--jsonl", action="store_true", help="JSON lines in and out (non-interactive mode)")
 
     render = command(
@@ -132,10 +134,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# argparse's own message for a type function that raises ValueError names the function: these raise
+# ArgumentTypeError, whose message argparse prints as it is.
 def _positive(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
     if number <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def _temperature(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0 for greedy), got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 (0 for greedy), got {value}")
+    return number
+
+
+def _seed(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1, got {value!r}") from None
+    if not 0 <= number < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1, got {value}")
     return number
 
 
@@ -162,11 +189,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `hf-mistral-kit render chat.json | head -1`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
         return ExitCode.OK
+    except MemoryError:
+        _error(args.command, "out of memory (host RAM). Try a smaller preset (--preset 4bit) or a shorter context.")
+        return ExitCode.OUT_OF_MEMORY
+    except UnicodeEncodeError as error:
+        if _is_output_encoding_error(error):
+            _error(
+                args.command,
+                f"the output holds {error.object[error.start : error.end]!a}, which this terminal's encoding "
+                f"({error.encoding}) cannot show: set PYTHONIOENCODING=utf-8 (or a UTF-8 locale).",
+            )
+            return ExitCode.USAGE
+        raise
     except Exception as error:
         if _is_out_of_memory(error):
             _error(args.command, f"out of memory: {error} Try a smaller preset (--preset 4bit) or context.")
             return ExitCode.OUT_OF_MEMORY
         raise
+
+
+def _is_output_encoding_error(error: UnicodeEncodeError) -> bool:
+    """Writing to a stdout/stderr whose encoding is not UTF-8 (inputs are checked to be valid Unicode)."""
+    encodings = {(getattr(stream, "encoding", None) or "").lower() for stream in (sys.stdout, sys.stderr)}
+    return error.encoding.lower() in encodings and error.encoding.lower().replace("-", "") != "utf8"
 
 
 def _error(command: str, message: str) -> None:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .common import CLIError, ExitCode
-from .models import loading_errors, model_config, model_source, resolve
+from .common import CLIError, ExitCode, checked_text, decode
+from .models import check_weights, checkpoint_dir, loading_errors, model_config, model_shape, resolve
 
 if TYPE_CHECKING:
     from .streaming import Reply
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # what input() makes of bytes that are not UTF-8
+NOT_UTF8 = "(that line is not valid UTF-8 text; type it again)"
 COMMANDS = "/reset clears the history, /exit (or Ctrl-D) leaves, Ctrl-C stops a reply"
 
 
@@ -59,6 +62,8 @@ class Session:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.system is not None:
+        checked_text(args.system, "--system")
     model, tokenizer = _load(args)
     session = Session(model, tokenizer, args)
     if args.seed is not None:
@@ -71,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    source = checkpoint_dir(args.model)
+    shape = model_shape(model_config(source), args.model)
     from .. import Hardware, apply_chat_template, load_model
 
-    source = model_source(args.model)
-    resolve(args.preset, model_config(source), Hardware.detect(), context_length=4096)
+    resolve(args.preset, shape, Hardware.detect(), context_length=4096)
+    check_weights(source)
     with loading_errors(source):
         model, tokenizer = load_model(source, preset=args.preset)
     if args.template:
@@ -92,30 +99,51 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _lines(session: Session, stdin: TextIO, stdout: TextIO, *, jsonl: bool) -> int:
-    """One reply per input line; /reset and /exit work here too (and print nothing)."""
+def _lines(session: Session, stdin: Any, stdout: TextIO, *, jsonl: bool) -> int:
+    """One reply per input line; /reset and /exit work here too. With --jsonl every input line gets exactly one
+    output line: the reply, or {"event": "reset" | "exit" | "empty"} for commands and blank lines."""
 
     def write(text: str) -> None:
         if not jsonl:
             stdout.write(text)
             stdout.flush()
 
-    for number, line in enumerate(stdin, start=1):
+    def answer(data: dict[str, Any]) -> None:
+        if jsonl:
+            stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+            stdout.flush()
+
+    for number, line in _input_lines(stdin):
         text = _user_text(line, number) if jsonl else line.rstrip("\n")
         if text is None or not text.strip():
+            answer({"event": "empty"})
             continue
         if text.strip() == "/exit":
+            answer({"event": "exit"})
             break
         if text.strip() == "/reset":
             session.reset()
+            answer({"event": "reset"})
             continue
+        checked_text(text, f"stdin line {number}")
         reply = session.reply(text, write)
         if jsonl:
             usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.new_tokens}
-            stdout.write(json.dumps({"role": "assistant", "content": reply.text, "usage": usage}, ensure_ascii=False))
-        stdout.write("\n")
-        stdout.flush()
+            answer({"role": "assistant", "content": reply.text, "usage": usage})
+        else:
+            stdout.write("\n")
+            stdout.flush()
     return ExitCode.OK
+
+
+def _input_lines(stdin: Any) -> Iterator[tuple[int, str]]:
+    """(number, line) of stdin, decoded line by line so that a line that is not UTF-8 is an error naming it."""
+    stream = getattr(stdin, "buffer", None)
+    if stream is None:  # a text stream (tests, embedding applications)
+        yield from enumerate(stdin, start=1)
+        return
+    for number, raw in enumerate(stream, start=1):
+        yield number, decode(raw, f"stdin line {number}")
 
 
 def _user_text(line: str, number: int) -> str | None:
@@ -126,6 +154,8 @@ def _user_text(line: str, number: int) -> str | None:
         value = json.loads(line)
     except json.JSONDecodeError as error:
         raise CLIError(f"stdin line {number}: invalid JSON at column {error.colno}: {error.msg}.") from None
+    except (RecursionError, ValueError) as error:
+        raise CLIError(f"stdin line {number}: unreadable JSON ({type(error).__name__}).") from None
     if isinstance(value, str):
         return value
     if not isinstance(value, dict) or not isinstance(value.get("content"), str):
@@ -159,8 +189,14 @@ def _interactive(session: Session, args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("\n(type /exit or press Ctrl-D to leave)", flush=True)
             continue
+        except UnicodeDecodeError:
+            print(NOT_UTF8, flush=True)
+            continue
         command = line.strip()
         if not command:
+            continue
+        if _SURROGATE.search(line):
+            print(NOT_UTF8, flush=True)
             continue
         if command == "/exit":
             return ExitCode.OK

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
+import math
+import re
+import stat
 import sys
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-CACHE_ENV = "HF_MISTRAL_KIT_CACHE"
+from ..tiny import CACHE_ENV, cache_dir
+
+__all__ = ["CACHE_ENV", "CLIError", "ExitCode", "cache_dir", "existing_path", "read_conversations", "read_text"]
+
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -28,8 +33,10 @@ class ExitCode(IntEnum):
 EXIT_CODE_MEANINGS = {
     ExitCode.OK: "success",
     ExitCode.FAILED: "unexpected error: a bug, reported with its traceback",
-    ExitCode.USAGE: "bad arguments or input (unknown template/preset, invalid conversation JSON, impossible preset)",
-    ExitCode.MISSING: "a file, directory or model that does not exist",
+    ExitCode.USAGE: "bad arguments or input (unknown template/preset, invalid conversation JSON, impossible preset, "
+    "a malformed config or checkpoint)",
+    ExitCode.MISSING: "a file, directory or model that does not exist (locally, or on the Hub while offline or "
+    "unreachable)",
     ExitCode.OUT_OF_MEMORY: "out of memory predicted by the memory plan (or raised by the device)",
     ExitCode.MISMATCH: "render --check: the ids differ from mistral-common's",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C outside a streamed reply)",
@@ -44,14 +51,6 @@ class CLIError(Exception):
         self.code = code
 
 
-def cache_dir() -> Path:
-    """Where the demo keeps its tiny checkpoints: $HF_MISTRAL_KIT_CACHE, else the user's cache dir."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "hf-mistral-kit"
-
-
 def existing_path(value: str, what: str) -> Path:
     """`value` as a Path, or a MISSING error naming `what`."""
     path = Path(value).expanduser()
@@ -60,18 +59,110 @@ def existing_path(value: str, what: str) -> Path:
     return path
 
 
+def checked_text(value: str, what: str) -> str:
+    """`value` (from the command line or a file) if it is valid Unicode; lone surrogates (undecodable bytes on the
+    command line, or "\\ud800" escapes in JSON) cannot be encoded, tokenized or printed."""
+    match = _SURROGATE.search(value)
+    if match is not None:
+        raise CLIError(
+            f"{what} holds {match.group()!a} at character {match.start() + 1}, which is not valid Unicode (a lone "
+            "surrogate: an undecodable byte, or half of a broken \\u escape); fix the text or its encoding."
+        )
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def read_text(source: str) -> str:
-    """The contents of a file, or of stdin for '-'."""
+    """The contents of a file, or of stdin for '-', decoded: UTF-8 (with or without a byte-order mark), or UTF-16/32
+    with a byte-order mark. Anything else (another encoding, binary data) is a one-line error naming the fix."""
+    name = "<stdin>" if source == "-" else source
     if source == "-":
-        return sys.stdin.read()
-    path = existing_path(source, "Input file")
-    if path.is_dir():
-        raise CLIError(f"{source} is a directory; expected a JSON or JSONL file.", ExitCode.USAGE)
-    return path.read_text(encoding="utf-8")
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:  # a text stream without bytes underneath (tests, embedding applications)
+            return checked_text(sys.stdin.read(), name)
+        data = stream.read()
+    else:
+        path = existing_path(source, "Input file")
+        kind = path.stat().st_mode
+        if stat.S_ISDIR(kind):
+            raise CLIError(f"{source} is a directory; expected a JSON or JSONL file.")
+        if not (stat.S_ISREG(kind) or stat.S_ISFIFO(kind)):
+            raise CLIError(f"{source} is not a regular file (a device or socket); expected a JSON or JSONL file.")
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise CLIError(f"cannot read {source}: {error.strerror or error}.", ExitCode.MISSING) from None
+    return decode(data, name)
 
 
-def _json_error(error: json.JSONDecodeError, line_offset: int = 0) -> str:
-    return f"line {error.lineno + line_offset}, column {error.colno}: {error.msg}"
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def decode(data: bytes, name: str) -> str:
+    """`data` as text (see `read_text`)."""
+    encoding, skip = "utf-8", 0
+    for bom, bom_encoding in _BOMS:
+        if data.startswith(bom):
+            encoding, skip = bom_encoding, len(bom)
+            break
+    try:
+        text = data[skip:].decode(encoding)
+    except UnicodeDecodeError as error:
+        offset = skip + error.start
+        if b"\x00" in data[:4096] and skip == 0:
+            raise CLIError(
+                f"{name} is binary data, not text (byte 0x{data[offset]:02x} at offset {offset}): pass a "
+                "JSON or JSONL conversation file."
+            ) from None
+        raise CLIError(
+            f"{name} is not {encoding.upper()} text: byte 0x{data[offset]:02x} at offset {offset} cannot be decoded. "
+            "Save it as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8 in.json > out.json)."
+        ) from None
+    if "\x00" in text:
+        raise CLIError(f"{name} holds NUL characters: binary data, not a JSON or JSONL conversation file.")
+    return checked_text(text, name)
+
+
+# JSON's own whitespace (RFC 8259), which may separate the values of a JSON Lines file.
+_JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def json_values(text: str, name: str) -> list[tuple[int, Any]]:
+    """(line, value) for every JSON value in `text`: one for a JSON file, one per line (or more) for JSON Lines.
+
+    Errors name the exact line and column of the problem.
+    """
+    decoder = json.JSONDecoder()
+    values, position = [], _JSON_WHITESPACE.match(text, 0).end()
+    while position < len(text):
+        try:
+            value, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            raise CLIError(f"{name}: invalid JSON at {_where(text, error.pos)}: {error.msg}.") from None
+        except RecursionError:
+            raise CLIError(
+                f"{name}: the JSON value at {_where(text, position)} is nested too deeply for Python's JSON parser "
+                "(about 1000 levels): flatten it."
+            ) from None
+        except ValueError as error:  # e.g. an integer with more digits than Python converts
+            raise CLIError(f"{name}: invalid JSON value at {_where(text, position)}: {error}.") from None
+        values.append((text.count("\n", 0, position) + 1, value))
+        position = _JSON_WHITESPACE.match(text, end).end()
+    return values
+
+
+def _where(text: str, position: int) -> str:
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    return f"line {line}, column {column}"
 
 
 def read_conversations(source: str) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]] | None]]:
@@ -84,23 +175,14 @@ def read_conversations(source: str) -> list[tuple[list[dict[str, Any]], list[dic
     name = "<stdin>" if source == "-" else source
     if not text.strip():
         raise CLIError(f"{name} is empty; expected a conversation in JSON or JSONL.")
-    try:
-        return [_conversation(json.loads(text), name)]
-    except json.JSONDecodeError as error:
-        if error.msg != "Extra data":
-            raise CLIError(f"{name}: invalid JSON at {_json_error(error)}.") from None
-    values = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            values.append((number, json.loads(line)))
-        except json.JSONDecodeError as error:
-            raise CLIError(f"{name}: invalid JSON at {_json_error(error, number - 1)}.") from None
+    values = json_values(text, name)
+    if len(values) == 1 and not (isinstance(values[0][1], dict) and "role" in values[0][1]):
+        return [_conversation(values[0][1], name)]
     if all(isinstance(value, dict) and "role" in value for _, value in values):
+        messages = [message for _, message in values]
         for number, message in values:
-            _check_message(message, f"{name}: line {number}")
-        return [([message for _, message in values], None)]
+            check_message(message, f"{name}: line {number}")
+        return [(messages, None)]
     conversations = []
     for number, value in values:
         if isinstance(value, dict) and "role" in value:
@@ -115,21 +197,84 @@ def _conversation(value: Any, where: str) -> tuple[list[dict[str, Any]], list[di
         if "messages" not in value:
             raise CLIError(f'{where}: expected a list of messages or an object with "messages".')
         value, tools = value["messages"], value.get("tools")
-        if tools is not None and not isinstance(tools, list):
-            raise CLIError(f'{where}: "tools" must be a list of tool definitions.')
+        if tools is not None:
+            check_tools(tools, where)
     if not isinstance(value, list) or not value:
         raise CLIError(f"{where}: a conversation is a non-empty list of messages.")
     for index, message in enumerate(value, start=1):
-        _check_message(message, f"{where}: message {index}")
+        check_message(message, f"{where}: message {index}")
     return value, tools
 
 
-def _check_message(message: Any, where: str) -> None:
+def check_message(message: Any, where: str) -> None:
+    """The shape the templates read: an object with a known role, string or text-part content, and tool calls and
+    results whose fields have their JSON types. Which conversations make sense is the template's call."""
     if not isinstance(message, dict):
         raise CLIError(f"{where} is not an object.")
     role = message.get("role")
     if role not in ROLES:
-        raise CLIError(f"{where} has role {role!r}; expected one of {', '.join(ROLES)}.")
+        raise CLIError(f"{where} has role {_shown(role)}; expected one of {', '.join(ROLES)}.")
     content = message.get("content")
     if content is not None and not isinstance(content, (str, list)):
-        raise CLIError(f"{where}: content must be a string or a list of content parts.")
+        raise CLIError(f"{where}: content must be a string or a list of content parts, got {_json_type(content)}.")
+    if isinstance(content, list):
+        for number, part in enumerate(content, start=1):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise CLIError(f'{where}: content part {number} must be an object with a "type" (e.g. "text").')
+            if part["type"] == "text" and not isinstance(part.get("text"), (str, type(None))):
+                raise CLIError(f'{where}: content part {number} of type "text" needs a string "text".')
+    for key in ("tool_call_id", "name"):
+        if message.get(key) is not None and not isinstance(message[key], str):
+            raise CLIError(f"{where}: {key} must be a string, got {_json_type(message[key])}.")
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            raise CLIError(f"{where}: tool_calls must be a list of tool calls, got {_json_type(calls)}.")
+        for number, call in enumerate(calls, start=1):
+            _check_function(call, f"{where}: tool call {number}", "a tool call")
+            if call.get("id") is not None and not isinstance(call["id"], str):
+                raise CLIError(f"{where}: tool call {number} has an id that is {_json_type(call['id'])}, not a string.")
+    _check_strings(message, where)
+
+
+def check_tools(tools: Any, where: str) -> None:
+    """`tools`: a list of tool definitions, each {"type": "function", "function": {"name": ...}} or the function."""
+    if not isinstance(tools, list):
+        raise CLIError(f'{where}: "tools" must be a list of tool definitions, got {_json_type(tools)}.')
+    for number, tool in enumerate(tools, start=1):
+        _check_function(tool, f"{where}: tool {number}", "a tool definition")
+    _check_strings(tools, f"{where}: tools")
+
+
+def _check_function(value: Any, where: str, what: str) -> None:
+    if not isinstance(value, dict):
+        raise CLIError(f'{where} must be an object ({what} with "function": {{"name": ...}}), got {_json_type(value)}.')
+    function = value.get("function", value)
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise CLIError(f'{where} needs a "function" object with a string "name".')
+
+
+def _check_strings(value: Any, where: str) -> None:
+    """No lone surrogate in any string (keys included) and no non-finite number, however deep: iteratively."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            checked_text(item, where)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise CLIError(f"{where} holds {item}, which is not a JSON number (NaN/Infinity): use null or a number.")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+import warnings
 from pathlib import Path
 
 from .common import CLIError, ExitCode, existing_path
+from .models import model_config, model_shape
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,13 +23,19 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{dst} already exists and is not an empty directory; choose a new DST.")
     if dst.resolve() == src.resolve():
         raise CLIError("SRC and DST are the same directory.")
+    model_shape(model_config(str(src)), args.src)  # a config that cannot describe a model fails here, named
     start = time.perf_counter()
     try:
-        written = convert_checkpoint(src, dst, to=args.to)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            written = convert_checkpoint(src, dst, to=args.to)
     except FileNotFoundError as error:
         raise CLIError(str(error), ExitCode.MISSING) from None
     except (ValueError, KeyError, OSError) as error:
         raise CLIError(f"cannot convert {src}: {error}") from None
+    for warning in caught:
+        if "left behind by an interrupted" in str(warning.message):
+            print(f"note: {warning.message}", file=sys.stderr)
     layout = "Hugging Face" if args.to == "hf" else "native"
     print(f"wrote the {layout} checkpoint {written or dst} in {time.perf_counter() - start:.1f} s.")
     return ExitCode.OK

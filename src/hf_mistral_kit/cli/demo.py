@@ -6,13 +6,14 @@ import argparse
 import sys
 import textwrap
 import time
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from ..templates import list_templates, render
-from .common import CLIError, ExitCode, cache_dir
-from .models import loading_errors, model_config, model_source, resolve
+from .common import CACHE_ENV, CLIError, ExitCode, cache_dir
+from .models import check_weights, checkpoint_dir, loading_errors, model_config, model_shape, resolve
 
 CONVERSATION = [
     {"role": "system", "content": "You answer in one sentence."},
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     except (PresetError, ImportError) as error:
         raise CLIError(str(error)) from None
     if args.model:
-        models = [("model", model_source(args.model))]
+        models = [("model", checkpoint_dir(args.model))]
     else:
         print(RANDOM_WEIGHTS, flush=True)
         models = [(f"tiny {kind}", str(tiny_checkpoint(kind))) for kind in ("mistral", "mixtral")]
@@ -64,23 +65,41 @@ def tiny_checkpoint(kind: str, root: Path | None = None) -> Path:
     if not target.exists():
         print(f"building a tiny random {kind} in {_shown(target)} (once) ...", flush=True)
     try:
-        return tiny_model(kind, path=target, tokenizer=TINY_TOKENIZERS[kind])
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CLIError(
+            f"cannot create the demo's cache directory {target.parent} ({error.strerror or error}): set "
+            f"{CACHE_ENV} to a writable directory.",
+        ) from None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = tiny_model(kind, path=target, tokenizer=TINY_TOKENIZERS[kind])
     except FileExistsError:
         raise CLIError(f"{target} holds something else than the demo's tiny {kind}; delete it.") from None
+    except OSError as error:
+        raise CLIError(
+            f"cannot build the demo's tiny {kind} in {target.parent} ({error.strerror or error}): set {CACHE_ENV} to "
+            "a writable directory with some free space (about 40 MB).",
+        ) from None
+    for warning in caught:  # a damaged cache rebuilt, a stale staging directory removed
+        print(f"note: {warning.message}", file=sys.stderr, flush=True)
+    return path
 
 
 def _demo_model(label: str, source: str, hardware: Any, args: argparse.Namespace) -> None:
     from .. import AutoModelForCausalLM, AutoTokenizer, plan_memory
     from .streaming import stream_reply, template_name
 
-    config = model_config(source)
+    shape = model_shape(model_config(source), Path(source).name if Path(source).exists() else source)
     _section(f"{label}: {_shown(source)}")
-    resolved = resolve(args.preset, config, hardware, context_length=args.context)
+    resolved = resolve(args.preset, shape, hardware, context_length=args.context)
     print(resolved)
-    plan = plan_memory(config, args.preset, context_length=args.context, hardware=hardware)
+    plan = plan_memory(shape, args.preset, context_length=args.context, hardware=hardware)
     print("memory plan:")
     print(textwrap.indent(str(plan), "  "))
 
+    check_weights(source)
     with loading_errors(source):
         start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(source, preset=args.preset)

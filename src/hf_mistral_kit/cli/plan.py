@@ -1,4 +1,8 @@
-"""`hf-mistral-kit plan`: the memory plan of a model (from its config alone) under a preset, as a table."""
+"""`hf-mistral-kit plan`: the memory plan of a model (from its config alone) under a preset, as a table.
+
+The verdict says where the model would run (GPU, GPU with layers offloaded to CPU RAM, or CPU), and the preset's
+notes say why (fallbacks, offloading, what 'auto' skipped).
+"""
 
 from __future__ import annotations
 
@@ -8,29 +12,32 @@ import json
 from typing import Any
 
 from .common import CLIError, ExitCode
-from .models import model_config, model_source, out_of_memory
+from .models import model_config, model_shape, model_source, out_of_memory
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import Hardware, PresetError, plan_memory
+    from .. import Hardware, PresetError, resolve_preset
+    from ..presets import DoesNotFitError, suggest_presets
 
-    source = model_source(args.model)
+    source = model_source(args.model, what="model or config")
     config = model_config(source)
+    shape = model_shape(config, args.model)
     hardware = _hardware(args.gpu) if args.gpu else Hardware.detect()
     try:
-        plan = plan_memory(
-            config, args.preset, context_length=args.context, batch_size=args.batch_size, hardware=hardware
-        )
-    except PresetError as error:
-        code = ExitCode.OUT_OF_MEMORY if args.preset == "auto" else ExitCode.USAGE  # auto fails only when nothing fits
-        raise CLIError(str(error), code) from None
-    except (KeyError, TypeError, json.JSONDecodeError) as error:
-        raise CLIError(f"{source} is not a Mistral/Mixtral config ({type(error).__name__}: {error}).") from None
-    except (ValueError, ImportError) as error:
+        resolved = resolve_preset(args.preset, hardware, model=shape, context_length=args.context, check_fit=False)
+    except DoesNotFitError as error:  # 'auto': nothing fits anywhere on this machine
+        raise CLIError(str(error), ExitCode.OUT_OF_MEMORY) from None
+    except (PresetError, ImportError) as error:
         raise CLIError(str(error)) from None
-    print(json.dumps(plan_dict(plan), indent=2) if args.json else plan, flush=True)
+    plan = resolved.plan_for(shape, context_length=args.context, batch_size=args.batch_size, hardware=hardware)
+    if args.json:
+        print(json.dumps({**plan_dict(plan), "notes": list(resolved.notes)}, indent=2), flush=True)
+    else:
+        print(plan)
+        print("\n".join(["notes:", *(f"  - {note}" for note in resolved.notes)]), flush=True)
     if plan.fits is False:
-        raise out_of_memory(plan)
+        alternatives = suggest_presets(args.preset, hardware, shape, args.context, args.batch_size)
+        raise out_of_memory(plan, alternatives)
     return ExitCode.OK
 
 
@@ -46,7 +53,7 @@ def _hardware(profile: str) -> Any:
 def plan_dict(plan: Any) -> dict[str, Any]:
     """The plan's fields and derived totals as JSON-ready data (`--json`)."""
     data = {field.name: getattr(plan, field.name) for field in dataclasses.fields(plan) if field.name != "hardware"}
-    for derived in ("total_bytes", "device_bytes", "available_bytes", "fits"):
+    for derived in ("total_bytes", "device_bytes", "available_bytes", "fits", "placement"):
         data[derived] = getattr(plan, derived)
     data["hardware"] = plan.hardware.describe() if plan.hardware is not None else None
     return data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import warnings
@@ -13,7 +14,6 @@ from typing import Any
 from jinja2.exceptions import TemplateError
 
 from ..templates import get_chat_template, render
-from ..tokenizer import find_tokenizer_file, load_tokenizer, reference_tokenizer_file
 from .common import CLIError, ExitCode, existing_path, read_conversations
 
 DEFAULT_TEMPLATE = "mistral_v1"
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
                 ids = list(encoded["input_ids"])
         except (TemplateError, ValueError) as error:
             raise CLIError(f"cannot render {where}: {error}") from None
+        except RecursionError:
+            raise CLIError(f"cannot render {where}: it is nested too deeply (Python's recursion limit).") from None
         if reference is not None:
             _check(ids, reference, tokenizer, messages, tools, args.continue_final_message, where)
         if number > 1 and not args.json:
@@ -68,18 +70,42 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _user_tokenizer(value: str) -> tuple[Any, Path | None]:
+    from ..tokenizer import find_tokenizer_file, load_tokenizer
+
     path = existing_path(value, "Tokenizer")
+    if not path.is_dir() and not TOKENIZER_FILE.match(path.name):
+        raise CLIError(
+            f"{value} is not a tokenizer file: --tokenizer takes a Mistral SentencePiece file (tokenizer.model, "
+            "tokenizer.model.v3, ...) or a checkpoint directory holding one. The conversation is FILE."
+        )
+    if not path.is_dir() and not path.is_file():
+        raise CLIError(f"{value} is not a regular file; --tokenizer takes a tokenizer file or a checkpoint directory.")
     try:
         tokenizer = load_tokenizer(path)
     except FileNotFoundError as error:
         raise CLIError(str(error), ExitCode.MISSING) from None
-    except (ValueError, OSError) as error:
-        raise CLIError(f"cannot load the tokenizer {value}: {error}") from None
+    except (ValueError, OSError, RuntimeError) as error:  # sentencepiece raises RuntimeError for unreadable models
+        raise CLIError(f"cannot load the tokenizer {value}: {_first_line(error)}") from None
+    except Exception as error:
+        if type(error) is not Exception:  # the tokenizers library raises bare Exceptions for files it cannot parse
+            raise
+        raise CLIError(f"cannot load the tokenizer {value}: {_first_line(error)}") from None
     return tokenizer, find_tokenizer_file(path) if path.is_dir() else path
+
+
+# Tokenizer file names --tokenizer accepts (directories are given to load_tokenizer as they are).
+TOKENIZER_FILE = re.compile(r"^(tokenizer\.model(\.v\d+\w*)?|.*\.model(\.v\d+\w*)?|tokenizer\.json|tekken.*\.json)$")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _template_tokenizer(template: str) -> tuple[Any, Path]:
     """The real tokenizer for `template`: v1 or v3, and for chatml v1 with OpenOrca's two added tokens."""
+    from ..tokenizer import load_tokenizer, reference_tokenizer_file
+
     model_file = reference_tokenizer_file(TEMPLATE_TOKENIZER[template])
     if template != "chatml":
         tokenizer = load_tokenizer(model_file)
