@@ -5,6 +5,7 @@ model types (`register()`); transformers' built-in `mistral`/`mixtral` mappings 
 """
 
 from .auto import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from .conversation import ConversationError, ValidationMode, prepare_chat
 from .hardware import Hardware
 from .loading import load_model
 from .memory import MemoryPlan, plan_memory
@@ -47,12 +48,15 @@ __all__ = [
     "NativeCheckpointError",
     "convert_checkpoint",
     "tiny_model",
-    # chat templates and exact tokenizers
+    # chat templates, the conversation contract and exact tokenizers
+    "ConversationError",
     "MistralSentencePieceTokenizer",
+    "ValidationMode",
     "apply_chat_template",
     "get_chat_template",
     "list_templates",
     "load_tokenizer",
+    "prepare_chat",
     "reference_tokenizer_file",
     "render",
     # presets, hardware, memory planning, loading

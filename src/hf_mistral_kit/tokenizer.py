@@ -23,7 +23,8 @@ from transformers.convert_slow_tokenizer import import_protobuf
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from .templates import get_chat_template, normalize_messages
+from .conversation import prepare_chat
+from .templates import get_chat_template, template_name
 
 MISTRAL_COMMON_DATA = Path(mistral_common.__file__).parent / "data"
 
@@ -266,27 +267,34 @@ class MistralSentencePieceTokenizer(SentencePieceBackend):
             raise ValueError("continue_final_message and add_generation_prompt are not compatible.")
         if return_assistant_tokens_mask and not (tokenize and return_dict):
             raise ValueError("`return_assistant_tokens_mask=True` requires `return_dict=True` and `tokenize=True`")
-        is_batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+        is_batched = (
+            isinstance(conversation, (list, tuple))
+            and bool(conversation)
+            and (isinstance(conversation[0], (list, tuple)) or hasattr(conversation[0], "messages"))
+        )
         conversations = list(conversation) if is_batched else [conversation]
-        uses_tools = tools or any(m.get("role") == "tool" or m.get("tool_calls") for c in conversations for m in c)
-        if self.init_kwargs.get("mistral_version") == "v2" and uses_tools:
-            raise NotImplementedError(
-                "Tokenizer v2 writes tool calls and results differently from v3 and the kit has no v2 tool template; "
-                "encode this conversation with mistral_common's MistralTokenizer.encode_chat_completion."
+        # Plain, validated data (hf_mistral_kit.conversation), then every string in it escaped.
+        template = self.get_chat_template(chat_template, tools)
+        name, mode = template_name(template), kwargs.pop("validation_mode", None)
+        chats = [
+            prepare_chat(
+                chat,
+                tools,
+                documents,
+                template=name,
+                version=self.init_kwargs.get("mistral_version"),
+                mode=mode,
+                continue_final_message=continue_final_message,
+                add_generation_prompt=add_generation_prompt,
             )
-        prepared = []
-        for chat in conversations:
-            chat = normalize_messages(chat)
-            if continue_final_message:
-                if not chat or chat[-1].get("role") != "assistant":
-                    raise ValueError("continue_final_message needs a conversation that ends with an assistant message.")
-                chat[-1] = {**chat[-1], "prefix": True}
-            prepared.append(mark_control_tokens(chat, self._control_re))
+            for chat in conversations
+        ]
         rendered, generation_indices = render_jinja_template(
-            conversations=prepared,
-            tools=mark_control_tokens(tools, self._control_re) if tools else tools,
-            documents=documents,
-            chat_template=self.get_chat_template(chat_template, tools),
+            conversations=[mark_control_tokens(chat.messages, self._control_re) for chat in chats],
+            tools=mark_control_tokens(chats[0].tools, self._control_re),
+            documents=mark_control_tokens(chats[0].documents, self._control_re),
+            chat_template=template,
+            continue_final_message=continue_final_message and name is None,
             return_assistant_tokens_mask=return_assistant_tokens_mask,
             add_generation_prompt=add_generation_prompt,
             **{**self.special_tokens_map, **kwargs},
