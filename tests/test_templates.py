@@ -1,5 +1,6 @@
 """Templates: rendering, golden snapshots, the OpenOrca seed, invalid conversations, injection, tool calls."""
 
+import gc
 import json
 import os
 import shutil
@@ -147,26 +148,35 @@ def test_templates_work_on_a_stock_transformers_tokenizer(tmp_path):
         assert stock.decode(masked).replace(" ", "") == "Fine.</s>Bien.</s>"
 
 
-def _render_seconds(name, count, repeats=3):
-    chat = [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} with a few words"}
-        for i in range(count)
-    ]
-    chat.append({"role": "user", "content": "last"})
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        kit.render(chat, name)
-        best = min(best, time.perf_counter() - start)
-    return best
+def _chat(count):
+    chat = [{"role": ("user", "assistant")[i % 2], "content": f"message {i} with a few words"} for i in range(count)]
+    return chat + [{"role": "user", "content": "last"}]
+
+
+def _seconds(name, chat):
+    start = time.process_time()  # this process's CPU time: other processes on the machine barely move it
+    kit.render(chat, name)
+    return time.process_time() - start
 
 
 @pytest.mark.parametrize("name", ["mistral_v1", "mistral_v3", "chatml"])
 def test_rendering_time_grows_linearly(name):
-    """8x the messages take about 8x the time (quadratic would be 64x); the bound is generous for a busy CI."""
-    _render_seconds(name, 100, repeats=1)  # compile the template
-    small, large = _render_seconds(name, 1_000), _render_seconds(name, 8_000)
-    assert large / small < 24, (small, large)
+    """32x the messages take about 32x the time. The bound is generous (quadratic is 1024x; the templates that rebuilt
+    a list per message measured 125x at these sizes, these 30-46x): CPU time of this process only, the garbage
+    collector paused (its passes scale with everything the process holds, not with the template), the smallest of
+    alternated measurements so that a burst of load hits both sizes."""
+    small_chat, large_chat = _chat(2_000), _chat(64_000)
+    _seconds(name, small_chat[:10])  # compile the template
+    small = large = float("inf")
+    gc.disable()
+    try:
+        for repeat in range(5):
+            small = min(small, _seconds(name, small_chat))
+            if repeat < 2:
+                large = min(large, _seconds(name, large_chat))
+    finally:
+        gc.enable()
+    assert large / small < 70, (small, large)
 
 
 def test_injected_control_tokens_stay_text(kit_tokenizers):

@@ -17,10 +17,13 @@ Two steps, in this order, shared by `render`, the kit tokenizer's `apply_chat_te
    the templates read internally (`prefix` for `continue_final_message`, `content_json` for a tool result) are only
    ever set here.
 
-Contract with the tokenizer: `prepare_chat` returns plain data only, after all of transformers' own input
-normalization (objects to dicts, callables to schemas), and transformers' `render_jinja_template` changes nothing in
-plain data. So a tokenizer that escapes control-token spellings in every string (keys included) of what `prepare_chat`
-returns, and renders exactly that, escapes every string the template can print.
+Contract with the tokenizer: `prepare_chat` returns plain data only (dict, list, str, int, float, bool, None), after
+all of transformers' own input normalization (objects to dicts, callables to JSON schemas, `.messages` of
+conversation objects), and transformers' `render_jinja_template` does nothing to plain data but copy it (and copy
+reasoning strings under their other names, for templates that are not the kit's). So a tokenizer that escapes
+control-token spellings in every string (keys included) of what `prepare_chat` returns, and passes exactly that to
+`render_jinja_template`, escapes every string the template can print. The template's own text (its control tokens)
+is the only unescaped text in the output.
 
 Modes (`ValidationMode`, the same values as mistral-common's): `None`, the default, validates a conversation that
 ends with a complete assistant message as a fine-tuning sample (`finetuning`) and anything else as a prompt (`test`,
