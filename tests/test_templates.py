@@ -159,6 +159,15 @@ def _seconds(name, chat):
     return time.process_time() - start
 
 
+def test_more_messages_than_the_sandbox_lets_range_count():
+    """Sandboxed Jinja refuses range() over 100000 items; the templates index in blocks, so any length renders."""
+    chat = _chat(100_000)
+    text = kit.render(chat, "mistral_v3")
+    assert text.count("[INST]") == 50_001 and text.endswith(
+        "[/INST] message 99999 with a few words</s>[INST] last[/INST]"
+    )
+
+
 @pytest.mark.parametrize("name", ["mistral_v1", "mistral_v3", "chatml"])
 def test_rendering_time_grows_linearly(name):
     """32x the messages take about 32x the time. The bound is generous (quadratic is 1024x; the templates that rebuilt
