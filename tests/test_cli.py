@@ -174,11 +174,11 @@ def test_render_chatml_tokens_are_openorcas(run):
 
 
 def test_render_check_fails_when_mistral_common_disagrees(cli_env, run, monkeypatch):
-    # A conversation the templates render but mistral-common refuses.
+    # A conversation mistral-common refuses is refused by the kit's validation, with the rule and the fix.
     starts_with_assistant = json.dumps([{"role": "assistant", "content": "Hello"}])
-    assert run("render", "-", input=starts_with_assistant).returncode == 0
-    refused = cli("render", "--check", "-", input=starts_with_assistant, env=cli_env)
-    assert_user_error(refused, ExitCode.MISMATCH, "mistral-common rejects the conversation: Conversation must start")
+    for options in ([], ["--check"], ["--tokens"]):
+        refused = run("render", *options, "-", input=starts_with_assistant)
+        assert_user_error(refused, ExitCode.USAGE, "messages[0] (assistant): a conversation of one message must be")
 
     # An edited template (one space dropped) is caught token by token.
     from hf_mistral_kit.cli import render as render_command

@@ -1,16 +1,22 @@
 """Templates: rendering, golden snapshots, the OpenOrca seed, invalid conversations, injection, tool calls."""
 
+import gc
 import json
 import os
+import shutil
+import time
 import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from jinja2.exceptions import TemplateError
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
+from transformers.utils.chat_template_utils import render_jinja_template
 
 import hf_mistral_kit as kit
-from chats import TOOL_CHAT, TOOLS
+from chats import TOOL_CHAT, TOOLS, conversations
+from hf_mistral_kit.conversation import ConversationError, prepare_chat
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = Path(__file__).parent / "golden"
@@ -60,14 +66,8 @@ def test_golden_snapshots(name, chat, tools, kit_tokenizers, reference_tokenizer
     [
         ("mistral_v1", CHAT, TOOLS, "mistral_v1 .* has no tool calling"),
         ("mistral_v1", TOOL_CHAT, None, "has no tool calling"),
-        ("mistral_v3", [{"role": "developer", "content": "x"}], None, "got 'developer'"),
+        ("mistral_v3", [{"role": "bot", "content": "x"}], None, "got 'bot'"),
         ("mistral_v3", [{"role": "user", "content": "x"}, {"role": "tool", "content": "1"}], None, "tool_call_id"),
-        (
-            "mistral_v3",
-            [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "abcDEF123", "content": "1"}],
-            None,
-            "must follow the assistant's tool call",
-        ),
         (
             "mistral_v3",
             [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}],
@@ -75,24 +75,117 @@ def test_golden_snapshots(name, chat, tools, kit_tokenizers, reference_tokenizer
             "needs non-empty content or tool_calls",
         ),
         ("mistral_v3", [TOOL_CHAT[0], {**TOOL_CHAT[1], "content": "text too"}], None, "either content or tool_calls"),
-        ("mistral_v3", TOOL_CHAT[:2] + [{"role": "assistant", "content": "no result?"}], None, "Every tool call needs"),
-        ("mistral_v1", [{"role": "user", "content": [{"type": "image", "url": "x.png"}]}], None, "'image' part"),
-        (
-            "mistral_v1",
-            [
-                {"role": "user", "content": "x"},
-                {"role": "assistant", "content": "y", "prefix": True},
-                {"role": "user", "content": "z"},
-            ],
-            None,
-            "Only the last message",
-        ),
+        ("mistral_v1", [{"role": "user", "content": [{"type": "image", "url": "x.png"}]}], None, "text content parts"),
         ("chatml", [{"role": "tool", "content": "x"}], None, "got 'tool'"),
     ],
 )
-def test_invalid_conversations_raise(name, chat, tools, message):
+def test_templates_alone_refuse_what_they_cannot_render(name, chat, tools, message):
+    """In plain transformers (no kit validation in front) the templates still raise instead of rendering garbage;
+    through the kit the same conversations raise its ConversationError first."""
     with pytest.raises(TemplateError, match=message):
+        render_jinja_template(conversations=[chat], tools=tools, chat_template=kit.get_chat_template(name))
+    with pytest.raises(ConversationError):
         kit.render(chat, name, tools=tools)
+
+
+def test_prefix_is_mistral_commons_field_alone_and_ignored_through_the_kit():
+    chat = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": "y", "prefix": True},
+        {"role": "user", "content": "z"},
+    ]
+    for name in kit.list_templates():
+        with pytest.raises(TemplateError, match="Only the last message"):
+            render_jinja_template(conversations=[chat], chat_template=kit.get_chat_template(name))
+        assert kit.render(chat, name) == kit.render([{k: v for k, v in m.items() if k != "prefix"} for m in chat], name)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conversations(tools=True))
+def test_templates_alone_render_what_the_kit_renders(chat):
+    """transformers' own rendering of raw messages (tool JSON already normalized, as Jinja cannot parse it) equals
+    the kit's, for every template and for transformers' own continue_final_message."""
+    messages, tools, prefix = chat
+    normalized = prepare_chat(messages, tools, template="mistral_v3").messages
+    raw = [{k: v for k, v in m.items() if k != "content_json"} for m in normalized]
+    for m, n in zip(raw, normalized, strict=True):
+        if m["role"] == "tool":
+            m["content"] = json.loads(n["content_json"])
+            m["content"] = m["content"] if isinstance(m["content"], dict) else n["content"]
+    uses_tools = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
+    continuable = prefix and messages[-1]["content"] == messages[-1]["content"].rstrip()
+    for name in ("mistral_v1", "mistral_v3", "chatml"):
+        if name != "mistral_v3" and (uses_tools or tools):
+            continue
+        if any(m["role"] == "tool" and not isinstance(m["content"], dict) for m in raw) and name == "mistral_v3":
+            continue  # a plain-text result is quoted either way, but a JSON string one cannot be parsed by Jinja
+        alone, _ = render_jinja_template(
+            conversations=[raw],
+            tools=tools if name == "mistral_v3" else None,
+            chat_template=kit.get_chat_template(name),
+            continue_final_message=continuable,
+            bos_token="<s>",
+            eos_token="</s>",
+        )
+        assert alone[0] == kit.render(
+            messages, name, tools=tools if name == "mistral_v3" else None, continue_final_message=continuable
+        )
+
+
+def test_templates_work_on_a_stock_transformers_tokenizer(tmp_path):
+    """Saved as chat_template.jinja, the templates run on any tokenizer (here the one plain transformers converts
+    from tokenizer.model), assistant masks included."""
+    from transformers import AutoTokenizer
+
+    shutil.copy(kit.reference_tokenizer_file("v1"), tmp_path / "tokenizer.model")
+    stock = AutoTokenizer.from_pretrained(tmp_path)
+    chat = CHAT + [{"role": "assistant", "content": "Bien."}]
+    for name in ("mistral_v1", "mistral_v3"):
+        stock.chat_template = kit.get_chat_template(name)
+        assert stock.apply_chat_template(chat, tokenize=False) == kit.render(chat, name)
+        out = stock.apply_chat_template(chat, return_assistant_tokens_mask=True)
+        masked = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
+        assert stock.decode(masked).replace(" ", "") == "Fine.</s>Bien.</s>"
+
+
+def _chat(count):
+    chat = [{"role": ("user", "assistant")[i % 2], "content": f"message {i} with a few words"} for i in range(count)]
+    return chat + [{"role": "user", "content": "last"}]
+
+
+def _seconds(name, chat):
+    start = time.process_time()  # this process's CPU time: other processes on the machine barely move it
+    kit.render(chat, name)
+    return time.process_time() - start
+
+
+def test_more_messages_than_the_sandbox_lets_range_count():
+    """Sandboxed Jinja refuses range() over 100000 items; the templates index in blocks, so any length renders."""
+    chat = _chat(100_000)
+    text = kit.render(chat, "mistral_v3")
+    assert text.count("[INST]") == 50_001 and text.endswith(
+        "[/INST] message 99999 with a few words</s>[INST] last[/INST]"
+    )
+
+
+@pytest.mark.parametrize("name", ["mistral_v1", "mistral_v3", "chatml"])
+def test_rendering_time_grows_linearly(name):
+    """32x the messages take about 32x the time. The bound is generous (quadratic is 1024x; the templates that rebuilt
+    a list per message measured 125x at these sizes, these 30-46x): CPU time of this process only, the garbage
+    collector paused (its passes scale with everything the process holds, not with the template), the smallest of
+    alternated measurements so that a burst of load hits both sizes."""
+    small_chat, large_chat = _chat(2_000), _chat(64_000)
+    _seconds(name, small_chat[:10])  # compile the template
+    small = large = float("inf")
+    gc.disable()
+    try:
+        for repeat in range(5):
+            small = min(small, _seconds(name, small_chat))
+            if repeat < 2:
+                large = min(large, _seconds(name, large_chat))
+    finally:
+        gc.enable()
+    assert large / small < 70, (small, large)
 
 
 def test_injected_control_tokens_stay_text(kit_tokenizers):

@@ -156,7 +156,7 @@ def _json_text(value) -> bool:
 
 def _portable(chat) -> bool:
     """Conversations plain transformers can encode exactly. Jinja cannot parse JSON, so the template embeds strings
-    as they are where mistral-common parses and re-serializes them: tool results must not be JSON (or empty) text,
+    as they are where mistral-common parses and re-serializes them: tool results must not be JSON text,
     and tool-call arguments given as text must already be in mistral-common's serialization. transformers' own
     `continue_final_message` drops trailing whitespace of the final message. Only the kit keeps control-token
     spellings in the data as text."""
@@ -167,7 +167,7 @@ def _portable(chat) -> bool:
         return False  # transformers' continue_final_message strips trailing whitespace mistral-common keeps
     for message in messages:
         content = message.get("content")
-        if message["role"] == "tool" and isinstance(content, str) and (not content or _json_text(content)):
+        if message["role"] == "tool" and isinstance(content, str) and content and _json_text(content):
             return False
         for call in message.get("tool_calls", []):
             arguments = call["function"]["arguments"]

@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Public name -> the submodule that defines it. The layers: templates -> tokenizer -> native -> modeling ->
-# hardware/memory/presets -> loading/auto.
+# Public name -> the submodule that defines it. The layers: conversation -> templates -> tokenizer -> native ->
+# modeling -> hardware/memory/presets -> loading/auto.
 _EXPORTS = {
     "AutoConfig": "auto",
     "AutoModel": "auto",
@@ -34,6 +34,9 @@ _EXPORTS = {
     "convert_checkpoint": "native",
     "tiny_model": "tiny",
     "MistralSentencePieceTokenizer": "tokenizer",
+    "ConversationError": "conversation",
+    "ValidationMode": "conversation",
+    "prepare_chat": "conversation",
     "apply_chat_template": "templates",
     "get_chat_template": "templates",
     "list_templates": "templates",
@@ -71,11 +74,15 @@ __all__ = [
     "NativeCheckpointError",
     "convert_checkpoint",
     "tiny_model",
+    # chat templates, the conversation contract and exact tokenizers
+    "ConversationError",
     "MistralSentencePieceTokenizer",
+    "ValidationMode",
     "apply_chat_template",
     "get_chat_template",
     "list_templates",
     "load_tokenizer",
+    "prepare_chat",
     "reference_tokenizer_file",
     "render",
     # presets, hardware, memory planning, loading
@@ -95,6 +102,7 @@ __all__ = [
 _SUBMODULES = (
     "auto",
     "cli",
+    "conversation",
     "hardware",
     "loading",
     "memory",
@@ -125,6 +133,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported eagerly
     from .auto import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from .conversation import ConversationError, ValidationMode, prepare_chat
     from .hardware import Hardware
     from .loading import load_model
     from .memory import MemoryPlan, plan_memory

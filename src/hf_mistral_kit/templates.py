@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 from transformers.utils.chat_template_utils import render_jinja_template
+
+from .conversation import ValidationMode, prepare_chat
 
 # Which models each template is for (README's table is generated from the same words).
 TEMPLATE_MODELS = {
@@ -33,60 +35,14 @@ def get_chat_template(name: str) -> str:
     return resources.files("hf_mistral_kit.chat_templates").joinpath(f"{name}.jinja").read_text(encoding="utf-8")
 
 
-def _text(content: Any) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    return "\n\n".join(part["text"] for part in content if part.get("type") == "text" and part.get("text"))
+def template_name(source: str | None) -> str | None:
+    """The name of the kit template whose Jinja source is `source`, or None for any other template."""
+    return _templates_by_source().get(source) if source else None
 
 
-def _normalized_json(text: str) -> str | None:
-    try:
-        return json.dumps(json.loads(text), ensure_ascii=False)
-    except json.JSONDecodeError:
-        return None
-
-
-def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """JSON-normalize tool results and tool-call arguments the way mistral-common does (Jinja cannot parse JSON).
-
-    A tool message gets `content_json`: its content re-serialized when it is JSON (`{}` when empty), else nothing,
-    and the template quotes the text. Tool-call arguments become JSON text: re-serialized when they parse, quoted
-    as a JSON string when they don't. Messages are copied; the caller's stay untouched.
-    """
-    normalized = []
-    for message in messages:
-        message = {key: value for key, value in dict(message).items() if value is not None}
-        if message.get("role") == "tool" and "content_json" not in message:
-            content = message.get("content")
-            if isinstance(content, (dict, list)) and not (
-                content and isinstance(content[0], dict) and "type" in content[0]
-            ):
-                message["content_json"] = json.dumps(content, ensure_ascii=False)
-            else:
-                text = _text(content)
-                as_json = _normalized_json(text) if text else "{}"
-                if as_json is not None:
-                    message["content_json"] = as_json
-        if message.get("tool_calls"):
-            calls = []
-            for call in message["tool_calls"]:
-                call = dict(call)
-                function = dict(call.get("function", call))
-                arguments = function.get("arguments")
-                if not arguments and arguments != 0:
-                    function["arguments"] = "{}"
-                elif isinstance(arguments, str):
-                    function["arguments"] = _normalized_json(arguments) or json.dumps(arguments, ensure_ascii=False)
-                else:
-                    function["arguments"] = json.dumps(arguments, ensure_ascii=False)
-                if "function" in call:
-                    call["function"] = function
-                else:
-                    call = function
-                calls.append(call)
-            message["tool_calls"] = calls
-        normalized.append(message)
-    return normalized
+@lru_cache(maxsize=1)
+def _templates_by_source() -> dict[str, str]:
+    return {get_chat_template(name): name for name in list_templates()}
 
 
 def render(
@@ -97,27 +53,37 @@ def render(
     tools: list[dict[str, Any]] | None = None,
     bos_token: str = "<s>",
     eos_token: str = "</s>",
+    validation_mode: ValidationMode | str | None = None,
     **kwargs: Any,
 ) -> str:
     """Render `messages` with a named template (or Jinja source), no tokenizer needed.
 
     Uses transformers' sandboxed Jinja environment, so the text is what `tokenizer.apply_chat_template(...,
     tokenize=False)` gives with the same template. Pass `continue_final_message=True` to leave the last assistant
-    message open.
+    message open. The kit's templates first validate the conversation as mistral-common does for their tokenizer
+    version (`validation_mode`: see `hf_mistral_kit.conversation`) and raise `ConversationError` when it rejects it.
     """
     source = get_chat_template(template) if template in list_templates() else template
     if "{%" not in source and "{{" not in source:
         raise ValueError(f"Unknown chat template {template!r}; available: {', '.join(list_templates())}.")
-    chat = normalize_messages(messages)
-    if kwargs.pop("continue_final_message", False):
-        if not chat or chat[-1].get("role") != "assistant":
-            raise ValueError("continue_final_message needs a conversation that ends with an assistant message.")
-        chat[-1]["prefix"] = True
+    name = template_name(source)
+    continue_final_message = kwargs.pop("continue_final_message", False)
+    chat = prepare_chat(
+        messages,
+        tools,
+        kwargs.pop("documents", None),
+        template=name,
+        mode=validation_mode,
+        continue_final_message=continue_final_message,
+        add_generation_prompt=add_generation_prompt,
+    )
     rendered, _ = render_jinja_template(
-        conversations=[chat],
-        tools=tools,
+        conversations=[chat.messages],
+        tools=chat.tools,
+        documents=chat.documents,
         chat_template=source,
         add_generation_prompt=add_generation_prompt,
+        continue_final_message=continue_final_message and name is None,
         bos_token=bos_token,
         eos_token=eos_token,
         **kwargs,

@@ -43,7 +43,8 @@ from transformers import BatchEncoding
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from .templates import get_chat_template, list_templates, normalize_messages
+from .conversation import prepare_chat
+from .templates import get_chat_template, list_templates, template_name
 
 logger = logging.getLogger(__name__)
 
@@ -206,14 +207,32 @@ class ControlTokenEscaper:
         self._starts = re.compile(f"(?=(?:{_trie_pattern(tokens)}))") if tokens else None
 
     def escape(self, value: Any) -> Any:
-        """`value` with every string in it (dict keys included) escaped; other values returned as they are."""
+        """`value` with every string in it (dict keys included) escaped; other values returned as they are.
+
+        Iterative, so that data nested as deeply as the conversation contract admits never hits the recursion limit.
+        """
         if isinstance(value, str):
             return self.escape_text(value)
-        if isinstance(value, Mapping):
-            return {self.escape(key): self.escape(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.escape(item) for item in value]
-        return value
+        if not isinstance(value, (Mapping, list, tuple)):
+            return value
+        root: list[Any] = [None]
+        stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]  # (source, parent container, key in the parent)
+        while stack:
+            source, parent, key = stack.pop()
+            if isinstance(source, str):
+                parent[key] = self.escape_text(source)
+            elif isinstance(source, Mapping):
+                copy = parent[key] = {}
+                for item_key, item in source.items():
+                    item_key = self.escape_text(item_key) if isinstance(item_key, str) else item_key
+                    copy[item_key] = None
+                    stack.append((item, copy, item_key))
+            elif isinstance(source, (list, tuple)):
+                copy = parent[key] = [None] * len(source)
+                stack.extend((item, copy, index) for index, item in enumerate(source))
+            else:
+                parent[key] = source
+        return root[0]
 
     def escape_text(self, text: str) -> str:
         if _MARK in text:
@@ -414,31 +433,38 @@ class MistralSentencePieceTokenizer(TokenizersBackend):
             raise ValueError("continue_final_message and add_generation_prompt are not compatible.")
         if return_assistant_tokens_mask and not (tokenize and return_dict):
             raise ValueError("`return_assistant_tokens_mask=True` requires `return_dict=True` and `tokenize=True`")
-        is_batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+        is_batched = (
+            isinstance(conversation, (list, tuple))
+            and bool(conversation)
+            and (isinstance(conversation[0], (list, tuple)) or hasattr(conversation[0], "messages"))
+        )
         conversations = list(conversation) if is_batched else [conversation]
-        uses_tools = tools or any(m.get("role") == "tool" or m.get("tool_calls") for c in conversations for m in c)
-        if self.mistral_version == "v2" and uses_tools:
-            raise NotImplementedError(
-                "Tokenizer v2 writes tool calls and results differently from v3 and the kit has no v2 tool template; "
-                "encode this conversation with mistral_common's MistralTokenizer.encode_chat_completion."
+        # Plain, validated data (hf_mistral_kit.conversation), then every string in it escaped.
+        template = self.get_chat_template(chat_template, tools)
+        name, mode = template_name(template), kwargs.pop("validation_mode", None)
+        chats = [
+            prepare_chat(
+                chat,
+                tools,
+                documents,
+                template=name,
+                version=self.mistral_version,
+                mode=mode,
+                continue_final_message=continue_final_message,
+                add_generation_prompt=add_generation_prompt,
             )
+            for chat in conversations
+        ]
         escaper = self._escaper
-        prepared = []
-        for chat in conversations:
-            chat = normalize_messages(chat)
-            if continue_final_message:
-                if not chat or chat[-1].get("role") != "assistant":
-                    raise ValueError("continue_final_message needs a conversation that ends with an assistant message.")
-                chat[-1] = {**chat[-1], "prefix": True}
-            prepared.append(escaper.escape(chat))
         rendered, generation_indices = render_jinja_template(
-            conversations=prepared,
-            tools=escaper.escape(tools) if tools else tools,
-            documents=escaper.escape(documents) if documents else documents,
-            chat_template=self.get_chat_template(chat_template, tools),
+            conversations=[escaper.escape(chat.messages) for chat in chats],
+            tools=escaper.escape(chats[0].tools),
+            documents=escaper.escape(chats[0].documents),
+            chat_template=template,
+            continue_final_message=continue_final_message and name is None,
             return_assistant_tokens_mask=return_assistant_tokens_mask,
             add_generation_prompt=add_generation_prompt,
-            **{**self.special_tokens_map, **kwargs},
+            **{**self.special_tokens_map, **escaper.escape(kwargs)},
         )
         if not tokenize:
             texts = [escaper.unescape(text) for text in rendered]
@@ -451,11 +477,7 @@ class MistralSentencePieceTokenizer(TokenizersBackend):
         for i, encoding in enumerate(encode(rendered, add_special_tokens=False)):
             row = {"input_ids": encoding.ids, "attention_mask": [1] * len(encoding.ids)}
             if return_assistant_tokens_mask:
-                spans = generation_indices[i]
-                row["assistant_masks"] = [
-                    int(any(start < g_end and g_start < end for g_start, g_end in spans))
-                    for start, end in encoding.offsets
-                ]
+                row["assistant_masks"] = _overlap_mask(encoding.offsets, generation_indices[i])
             if truncation and max_length is not None:
                 row = {key: values[:max_length] for key, values in row.items()}
             rows.append(row)
@@ -559,6 +581,17 @@ class MistralSentencePieceTokenizer(TokenizersBackend):
                 token=hub_kwargs.get("token"),
             )
         return files
+
+
+def _overlap_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """1 for each token whose characters overlap one of the (sorted, disjoint) `spans`, in one pass over both."""
+    mask, span = [], 0
+    spans = sorted(spans)
+    for start, end in offsets:
+        while span < len(spans) and spans[span][1] <= start:
+            span += 1
+        mask.append(int(span < len(spans) and start < end and spans[span][0] < end))
+    return mask
 
 
 class _PrefixBeforePiece:
