@@ -30,10 +30,19 @@ CHAT = [
 
 
 def test_list_and_get_templates():
-    assert kit.list_templates() == ["chatml", "mistral_v1", "mistral_v3"]
+    assert kit.list_templates() == [
+        "chatml",
+        "mistral_tekken_v11",
+        "mistral_tekken_v13",
+        "mistral_tekken_v3",
+        "mistral_tekken_v7",
+        "mistral_v1",
+        "mistral_v3",
+        "mistral_v7",
+    ]
     for name in kit.list_templates():
         assert "{%" in kit.get_chat_template(name)
-    with pytest.raises(ValueError, match="Unknown chat template 'llama'.*chatml, mistral_v1, mistral_v3"):
+    with pytest.raises(ValueError, match="Unknown chat template 'llama'.*chatml, mistral_tekken_v11, .*mistral_v7"):
         kit.get_chat_template("llama")
 
 
