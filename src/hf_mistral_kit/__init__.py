@@ -34,6 +34,8 @@ _EXPORTS = {
     "convert_checkpoint": "native",
     "tiny_model": "tiny",
     "MistralSentencePieceTokenizer": "tokenizer",
+    "MistralTekkenTokenizer": "tokenizer",
+    "MistralTokenizerBase": "tokenizer",
     "ConversationError": "conversation",
     "ValidationMode": "conversation",
     "prepare_chat": "conversation",
@@ -77,6 +79,8 @@ __all__ = [
     # chat templates, the conversation contract and exact tokenizers
     "ConversationError",
     "MistralSentencePieceTokenizer",
+    "MistralTekkenTokenizer",
+    "MistralTokenizerBase",
     "ValidationMode",
     "apply_chat_template",
     "get_chat_template",
@@ -152,4 +156,10 @@ if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported ea
     from .presets import PRESETS, Preset, PresetError, ResolvedPreset, resolve_preset
     from .templates import apply_chat_template, get_chat_template, list_templates, render
     from .tiny import tiny_model
-    from .tokenizer import MistralSentencePieceTokenizer, load_tokenizer, reference_tokenizer_file
+    from .tokenizer import (
+        MistralSentencePieceTokenizer,
+        MistralTekkenTokenizer,
+        MistralTokenizerBase,
+        load_tokenizer,
+        reference_tokenizer_file,
+    )
