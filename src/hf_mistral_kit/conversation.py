@@ -753,8 +753,8 @@ class _RulesV3(_RulesV2):
         if not _CALL_ID_RE.match(message.call_id):
             raise self.fail(
                 message,
-                f"tool_call_id {_describe(message.call_id)} is not 9 letters or digits, as Mistral's v3 format "
-                "requires.",
+                f"tool_call_id {_describe(message.call_id)} is not 9 letters or digits, as Mistral's "
+                f"{self.version} format requires.",
                 "Use 9-character alphanumeric ids (e.g. uuid4().hex[:9]), the same in the call and its result.",
             )
 
@@ -771,8 +771,8 @@ class _RulesV3(_RulesV2):
         elif not _CALL_ID_RE.match(call_id):
             raise self.fail(
                 message,
-                f"tool_calls[{number}] has id {_describe(call_id)}, not 9 letters or digits as Mistral's v3 format "
-                "requires.",
+                f"tool_calls[{number}] has id {_describe(call_id)}, not 9 letters or digits as Mistral's "
+                f"{self.version} format requires.",
                 "Use 9-character alphanumeric ids (e.g. uuid4().hex[:9]), the same in the call and its result.",
             )
         super().check_call(message, number, call, is_last)
