@@ -7,6 +7,7 @@ import shutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tokenizers import normalizers
 
 import hf_mistral_kit as kit
 from chats import conversations, in_input_forms
@@ -121,11 +122,16 @@ def test_one_character_and_overlapping_tokens(tokenizers):
 
 
 def test_escaper_round_trips_private_use_characters():
-    escaper = ControlTokenEscaper(["[INST]", "☀", "<|im_end|>"])
-    for text in ["\ue000", "\ue000\ue001", "[INST]\ue000☀", "\U000f0000\ue000\U000f0000", "<|im_end|><|im_end|>", ""]:
+    tokens = ["[INST]", "☀", "<|im_end|>", "ab", "b"]
+    escaper = ControlTokenEscaper(tokens)
+    texts = ["\ue000", "\ue000\ue001", "[INST]\ue000☀", "\U000f0000\ue000\U000f0000", "<|im_end|><|im_end|>", "", "abb"]
+    for text in texts:
         escaped = escaper.escape_text(text)
-        assert "[INST]" not in escaped and "☀" not in escaped and "<|im_end|>" not in escaped
+        assert not any(token in escaped for token in tokens)
         assert escaper.unescape(escaped) == text
+        # What the chat encoder's normalizer makes of it is the text too.
+        normalizer = normalizers.Sequence(escaper.normalizer())
+        assert normalizer.normalize_str(escaped) == text
     with pytest.raises(ValueError, match="must not contain U\\+E000"):
         ControlTokenEscaper(["a\ue000"])
 

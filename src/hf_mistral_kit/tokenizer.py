@@ -67,7 +67,7 @@ VERSION_KEY = "mistral_version"
 # What a saved tokenizer_config.json names: stock transformers (4.x and 5.x) loads tokenizer.json verbatim with it.
 SAVED_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 # SentencePiece piece types (sentencepiece_model.proto).
-_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _BYTE = 1, 2, 3, 4, 6
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED = 1, 2, 3, 4
 _SPACE = "▁"
 
 
@@ -106,7 +106,7 @@ def _merges(proto: Any) -> list[tuple[str, str]]:
     """BPE merges in SentencePiece's order: by the score of the merged piece, then by its id.
 
     The whitespace-only pieces (`▁▁`, `▁▁▁▁`, ...) all score the same and SentencePiece breaks that tie by position;
-    ranking them by id reproduces its result on runs of "▁" of every length (the tests check runs up to 400).
+    ranking them by id reproduces its result on runs of "▁" of every length (the tests check runs up to 260).
     """
     normal = {piece.piece: (piece.score, i) for i, piece in enumerate(proto.pieces) if piece.type == _NORMAL}
     ranked = []
@@ -203,7 +203,7 @@ class ControlTokenEscaper:
         if any(_MARK <= ch <= _LITERAL or ord(ch) >= _CODES for t in tokens for ch in t):
             raise ValueError("Added tokens must not contain U+E000, U+E001 or plane-15 private-use characters.")
         self.singles = {t: chr(_CODES + i) for i, t in enumerate(t for t in tokens if len(t) == 1)}
-        self._decoded = {code: t for t, code in self.singles.items()}
+        self._decoded = {_LITERAL: _MARK, **{code: t for t, code in self.singles.items()}}
         self._starts = re.compile(f"(?=(?:{_trie_pattern(tokens)}))") if tokens else None
 
     def escape(self, value: Any) -> Any:
@@ -222,14 +222,14 @@ class ControlTokenEscaper:
             if isinstance(source, str):
                 parent[key] = self.escape_text(source)
             elif isinstance(source, Mapping):
-                copy = parent[key] = {}
+                escaped = parent[key] = {}
                 for item_key, item in source.items():
                     item_key = self.escape_text(item_key) if isinstance(item_key, str) else item_key
-                    copy[item_key] = None
-                    stack.append((item, copy, item_key))
+                    escaped[item_key] = None
+                    stack.append((item, escaped, item_key))
             elif isinstance(source, (list, tuple)):
-                copy = parent[key] = [None] * len(source)
-                stack.extend((item, copy, index) for index, item in enumerate(source))
+                escaped = parent[key] = [None] * len(source)
+                stack.extend((item, escaped, index) for index, item in enumerate(source))
             else:
                 parent[key] = source
         return root[0]
@@ -252,15 +252,15 @@ class ControlTokenEscaper:
         return "".join(out)
 
     def unescape(self, text: str) -> str:
+        """`escape` undone, as `normalizer` undoes it: a mark stands for a U+E000 before _LITERAL, for a
+        one-character token before its code, and for nothing otherwise (the character after it is not part of it)."""
         if _MARK not in text:
             return text
-        return re.sub(f"{_MARK}(.?)", self._unescape_one, text, flags=re.DOTALL)
+        return self._marks.sub(lambda match: self._decoded.get(match.group(1), ""), text)
 
-    def _unescape_one(self, match: re.Match) -> str:
-        following = match.group(1)
-        if following == _LITERAL:
-            return _MARK
-        return self._decoded.get(following, following)
+    @cached_property
+    def _marks(self) -> re.Pattern:
+        return re.compile(f"{_MARK}([{_LITERAL}{''.join(self._decoded)}])?")
 
     def normalizer(self) -> Any:
         """Normalizer steps that undo `escape`, to run before the tokenizer's own normalizer."""
