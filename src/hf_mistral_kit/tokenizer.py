@@ -6,14 +6,14 @@ SentencePiece does (`build_backend`), wraps it in a transformers `TokenizersBack
 `tokenizers` pipeline cannot do on its own, and how:
 
 - SentencePiece always writes its dummy prefix "▁", also before text that starts with a space; transformers'
-  `Metaspace` pre-tokenizer skips it then ("  x" must be "▁▁", "▁x"). The prefix is written by the normalizer and
-  the pre-tokenizer only removes it where SentencePiece would not have written one.
+  `Metaspace` pre-tokenizer skips it then ("  x" must be "▁▁", "▁x"). The kit's pipeline writes it there too.
 - Tokenizer v1 (Mistral-7B v0.1/v0.2, Mixtral-8x7B) gives every text segment between special tokens its own
   prefix (`legacy=True`); v2/v3 only the text at the very start of the input, and templates write the space after
   control tokens themselves (`legacy=False`).
-- No piece holds "▁" after another character, so splitting the text before every "▁" that follows another
-  character changes nothing but lets `tokenizers` cache words, which is where its speed comes from.
+- BPE runs over each whole text segment, as in SentencePiece, with merges ranked by piece score, then id.
 - User-defined pieces (`[REFERENCE_DOC_0]` ... of v3) are emitted whole wherever they appear, as SentencePiece does.
+  `tokenizers` places the dummy prefix after matching them, so a text that starts with one gets no "▁" before it;
+  the kit's class adds it (`tokenizer.json` alone cannot).
 
 Text in a conversation that spells a control token (`[INST]`, `</s>`, `<|im_end|>`, ...) stays text: before
 rendering, `apply_chat_template` marks every such spelling with a private-use character that the chat encoder's
@@ -131,32 +131,26 @@ def build_backend(proto: Any, legacy: bool) -> Tokenizer:
     if spec.precompiled_charsmap or spec.remove_extra_whitespaces or not spec.add_dummy_prefix:
         raise ValueError("This SentencePiece model normalizes text differently from Mistral's; it is not supported.")
     vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
-    if re.search(f"[^{_SPACE}\0]{_SPACE}", "\0".join(vocab)):
-        raise ValueError("A piece holds '▁' after another character: the whitespace split would not be exact.")
     unk = proto.pieces[proto.trainer_spec.unk_id].piece
     tokenizer = Tokenizer(BPE(vocab=vocab, merges=_merges(proto), unk_token=unk, fuse_unk=True, byte_fallback=True))
 
     user_defined = [piece.piece for piece in proto.pieces if piece.type == _USER_DEFINED]
-    # Spaces stay spaces until the prefix has been placed, so that "▁" marks nothing but the prefix.
-    steps = [normalizers.Replace(_SPACE, " "), normalizers.Prepend(_SPACE)]
-    if user_defined:
-        # A user-defined piece is also normalized as an added token: keep the prefix off the piece on its own.
-        steps.append(normalizers.Replace(Regex(rf"\A{_SPACE}(?=(?:{_alternation(user_defined)})\z)"), ""))
-    tokenizer.normalizer = normalizers.Sequence(steps)
-    split = []
-    if not legacy:
-        split += [
-            # Only the text at offset 0 keeps its prefix: mark it with a space (no other space is left) ...
-            pre_tokenizers.Metaspace(replacement=" ", prepend_scheme="first", split=False),
-            # ... drop the prefix of every other segment, then the marking space.
-            pre_tokenizers.Split(Regex(f"^{_SPACE}"), behavior="removed"),
-            pre_tokenizers.Split(Regex(f"^ (?={_SPACE})"), behavior="removed"),
-        ]
-    split += [
-        pre_tokenizers.Metaspace(replacement=_SPACE, prepend_scheme="never", split=False),
-        pre_tokenizers.Split(Regex(f"(?<=[^{_SPACE}])(?={_SPACE})"), behavior="isolated"),
-    ]
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(split)
+    if legacy:
+        if user_defined:
+            raise ValueError("A tokenizer v1 with user-defined pieces is not a Mistral tokenizer; it is not supported.")
+        # Every segment between added tokens gets the dummy prefix, also one that starts with a space.
+        tokenizer.normalizer = normalizers.Sequence([normalizers.Replace(" ", _SPACE), normalizers.Prepend(_SPACE)])
+    else:
+        # Only the text at offset 0 gets it. `Metaspace` checks whether the text already starts with its replacement
+        # character, so it writes a plain space there (no other space is left by then), which becomes "▁" next.
+        tokenizer.normalizer = normalizers.Replace(" ", _SPACE)
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Metaspace(replacement=" ", prepend_scheme="first", split=False),
+                pre_tokenizers.Metaspace(replacement=_SPACE, prepend_scheme="never", split=False),
+            ]
+        )
+    # No split into words: SentencePiece runs BPE over each whole text segment, and so does this.
     tokenizer.decoder = decoders.Sequence(
         [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
@@ -174,10 +168,6 @@ def _serialized_backend(proto_bytes: bytes, legacy: bool) -> str:
     from sentencepiece import sentencepiece_model_pb2
 
     return build_backend(sentencepiece_model_pb2.ModelProto.FromString(proto_bytes), legacy).to_str()
-
-
-def _alternation(strings: Iterable[str]) -> str:
-    return "|".join(re.escape(s) for s in sorted(strings, key=len, reverse=True))
 
 
 # --- control tokens spelled in a conversation ------------------------------------------------------------------
@@ -348,34 +338,27 @@ class MistralSentencePieceTokenizer(TokenizersBackend):
     # -- the one text tokenizer.json cannot get right -------------------------------------------------------------
 
     @cached_property
-    def _user_defined(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(user-defined pieces, special token spellings): the pieces are normalized added tokens."""
-        added = self._tokenizer.get_added_tokens_decoder().values()
-        return tuple(t.content for t in added if t.normalized), tuple(t.content for t in added if not t.normalized)
+    def _user_defined(self) -> tuple[str, ...]:
+        """The user-defined pieces: normalized added tokens (`build_backend`)."""
+        return tuple(t.content for t in self._tokenizer.get_added_tokens_decoder().values() if t.normalized)
 
-    def _piece_is_first_segment(self, text: str, split_special_tokens: bool) -> bool:
-        """Whether the text segment at offset 0 of `text` is exactly a user-defined piece: SentencePiece writes its
-        dummy prefix before the piece, but the normalized form of that segment is the piece's own, so `tokenizers`
-        matches the piece without it. Only the kit's class corrects this (see `_PrefixBeforePiece`)."""
-        pieces, specials = self._user_defined
-        if not pieces or not text.startswith(pieces):
-            return False
-        rests = (text[len(piece) :] for piece in pieces if text.startswith(piece))
-        return any(rest == "" or (not split_special_tokens and rest.startswith(specials)) for rest in rests)
+    def _starts_with_piece(self, text: str) -> bool:
+        """Whether `text` starts with a user-defined piece: SentencePiece writes its dummy prefix before the piece,
+        but `tokenizers` matches added tokens before it places the prefix, so it writes none. Only the kit's class
+        corrects this (see `_PrefixBeforePiece`)."""
+        return bool(self._user_defined) and text.startswith(self._user_defined)
 
     def _encode_plus(self, text: Any, text_pair: Any = None, *args: Any, **kwargs: Any) -> BatchEncoding:
-        split = kwargs.get("split_special_tokens")
-        split = self.split_special_tokens if split is None else split
         texts = text if isinstance(text, (list, tuple)) else [text]
         if (
-            self._user_defined[0]
+            self._user_defined
             and text_pair is None
             and not kwargs.get("is_split_into_words")
             and all(isinstance(t, str) for t in texts)
-            and any(self._piece_is_first_segment(t, split) for t in texts)
+            and any(self._starts_with_piece(t) for t in texts)
         ):
             backend = self._tokenizer
-            self._tokenizer = _PrefixBeforePiece(backend, lambda t: self._piece_is_first_segment(t, split))
+            self._tokenizer = _PrefixBeforePiece(backend, self._starts_with_piece)
             try:
                 return super()._encode_plus(text, text_pair, *args, **kwargs)
             finally:
@@ -595,8 +578,8 @@ def _overlap_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) 
 
 
 class _PrefixBeforePiece:
-    """The backend for one `_encode_plus` call whose texts start with a user-defined piece as their whole first
-    segment: those get SentencePiece's dummy prefix token before the piece; everything else passes through."""
+    """The backend for one `_encode_plus` call with texts that start with a user-defined piece: those get
+    SentencePiece's dummy prefix token before the piece; everything else passes through."""
 
     def __init__(self, backend: Tokenizer, affected: Any):
         object.__setattr__(self, "_backend", backend)
