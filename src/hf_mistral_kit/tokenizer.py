@@ -195,6 +195,8 @@ class ControlTokenEscaper:
         self.singles = {t: chr(_CODES + i) for i, t in enumerate(t for t in tokens if len(t) == 1)}
         self._decoded = {_LITERAL: _MARK, **{code: t for t, code in self.singles.items()}}
         self._starts = re.compile(f"(?=(?:{_trie_pattern(tokens)}))") if tokens else None
+        # Most text holds none of the characters tokens start with: one scan decides that.
+        self._first_chars = re.compile(f"[{''.join(sorted({re.escape(t[0]) for t in tokens}))}]") if tokens else None
 
     def escape(self, value: Any) -> Any:
         """`value` with every string in it (dict keys included) escaped; other values returned as they are.
@@ -227,7 +229,7 @@ class ControlTokenEscaper:
     def escape_text(self, text: str) -> str:
         if _MARK in text:
             text = text.replace(_MARK, _MARK + _LITERAL)
-        if self._starts is None:
+        if self._starts is None or not self._first_chars.search(text):
             return text
         starts = [m.start() for m in self._starts.finditer(text)]
         if not starts:
