@@ -3,16 +3,21 @@
 Builds one random ~1B-parameter Mistral checkpoint (bfloat16, ~2 GB) in HF layout, converts it to the native layout
 with `hf_mistral_kit.convert_checkpoint`, then loads each layout in fresh subprocesses (so peak RSS is clean) with
 `hf_mistral_kit.AutoModelForCausalLM` (and plain `transformers.AutoModelForCausalLM` on the HF layout, as the
-baseline), alternating layouts over several rounds. Prints medians and the native/HF ratios. Files are read from a
-warm page cache (they were just written), so this measures the loading code, not the disk.
+baseline), alternating layouts over several rounds. Files are read from a warm page cache (they were just written),
+so this measures the loading code, not the disk.
 
-    python benchmarks/native_vs_hf_load.py [--layers 16] [--rounds 3] [--workdir DIR]
+On a shared machine absolute times swing with other processes, so the figures that count are ratios of loads made
+back to back: each round loads the HF layout and the native layout one after the other (the order alternating from
+round to round), and the script prints the median of the per-round native/HF ratios, with the load average.
+
+    python benchmarks/native_vs_hf_load.py [--layers 16] [--rounds 7] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -113,7 +118,7 @@ def measure(path: Path, library: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=16, help="decoder layers (16 -> ~1.04B parameters)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the two checkpoints (~4 GB)")
     parser.add_argument("--child", nargs=2, metavar=("PATH", "LIBRARY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -121,31 +126,44 @@ def main() -> None:
         child(*args.child)
         return
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="native-vs-hf-") as workdir:
         hf_dir, native_dir, parameters, convert_seconds = build(Path(workdir), args.layers)
         size = (hf_dir / "model.safetensors").stat().st_size
         print(f"checkpoint: {parameters / 1e9:.2f}B parameters, bfloat16, {size / 2**30:.2f} GiB per layout")
         print(f"convert_checkpoint hf -> native: {convert_seconds:.1f} s")
         runs = {name: [] for name in LOADERS}
-        for _ in range(args.rounds):
-            for name, (layout, library) in LOADERS.items():
+        for round_index in range(args.rounds):
+            names = list(LOADERS) if round_index % 2 == 0 else list(reversed(LOADERS))
+            for name in names:
+                layout, library = LOADERS[name]
                 runs[name].append(measure(hf_dir if layout == "hf" else native_dir, library))
+    load_after = os.getloadavg()
 
     gib = 2**30 / 1024
     print(f"\nmedian of {args.rounds} loads each (fresh process per load; memory above the imports, in GiB)")
     print(f"{'loader':32} {'load s':>7} {'load+read s':>12} {'RSS after load':>15} {'peak RSS':>9}")
-    results = {}
     for name, samples in runs.items():
         row = [statistics.median(run[key] for run in samples) for key in RUN_KEYS]
-        results[name] = row
         print(f"{name:32} {row[0]:7.2f} {row[1]:12.2f} {row[2] / gib:15.2f} {row[3] / gib:9.2f}")
 
-    native, hf = results["native layout, hf_mistral_kit"], results["hf layout, hf_mistral_kit"]
-    print("\nnative / hf layout (both through hf_mistral_kit):")
-    print(f"  from_pretrained time:         {native[0] / hf[0]:.2f}")
-    print(f"  from_pretrained + read time:  {native[1] / hf[1]:.2f}")
-    print(f"  peak RSS:                     {native[3] / hf[3]:.2f}")
-    print(f"peak RSS / checkpoint size: native {native[3] * 1024 / size:.2f}, hf {hf[3] * 1024 / size:.2f}")
+    native, hf = runs["native layout, hf_mistral_kit"], runs["hf layout, hf_mistral_kit"]
+
+    def paired(key: str) -> str:
+        ratios = sorted(n[key] / h[key] for n, h in zip(native, hf, strict=True))
+        return f"median {statistics.median(ratios):.2f} (range {ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+    print("\nnative / hf layout, both through hf_mistral_kit, paired per round:")
+    print(f"  from_pretrained time:         {paired('load_s')}")
+    print(f"  from_pretrained + read time:  {paired('load_and_read_s')}")
+    print(f"  peak RSS:                     {paired('peak_kib')}")
+    peak_native = statistics.median(run["peak_kib"] for run in native) * 1024 / size
+    peak_hf = statistics.median(run["peak_kib"] for run in hf) * 1024 / size
+    print(f"peak RSS / checkpoint size: native {peak_native:.2f}, hf {peak_hf:.2f}")
+    print(
+        f"load average (1/5/15 min) before {', '.join(f'{x:.2f}' for x in load_before)}; "
+        f"after {', '.join(f'{x:.2f}' for x in load_after)} on {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":
