@@ -5,6 +5,7 @@ model types (`register()`); transformers' built-in `mistral`/`mixtral` mappings 
 """
 
 from .auto import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from .gguf import GGUFError, load_gguf_tokenizer
 from .hardware import Hardware
 from .loading import load_model
 from .memory import MemoryPlan, plan_memory
@@ -43,9 +44,11 @@ __all__ = [
     "KitMixtralForSequenceClassification",
     "KitMixtralModel",
     "register",
-    # native checkpoints and tiny offline models
+    # native and GGUF checkpoints, tiny offline models
+    "GGUFError",
     "NativeCheckpointError",
     "convert_checkpoint",
+    "load_gguf_tokenizer",
     "tiny_model",
     # chat templates and exact tokenizers
     "MistralSentencePieceTokenizer",

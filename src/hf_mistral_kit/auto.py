@@ -2,9 +2,10 @@
 
 They accept everything transformers' Auto classes accept and hand anything that is not a Mistral/Mixtral checkpoint
 straight to them. On top of that:
-- Mistral/Mixtral checkpoints, Hugging Face (`model_type` `mistral`/`mixtral`) or native (`params.json`), load into
-  the kit classes: native directories load without a converted copy, and Mixtral's experts get quantized under a
-  bitsandbytes config (see `hf_mistral_kit.modeling`);
+- Mistral/Mixtral checkpoints, Hugging Face (`model_type` `mistral`/`mixtral`), native (`params.json`) or GGUF
+  (`gguf_file=`, as in transformers, or a path to the `.gguf` file), load into the kit classes: native directories
+  and GGUF files load without a converted copy, a Mixtral GGUF with its experts (transformers' own GGUF reader makes
+  it a dense Llama), and Mixtral's experts get quantized under a bitsandbytes config (see `hf_mistral_kit.modeling`);
 - `from_pretrained(..., preset="name", context_length=None)` fills loading arguments (`dtype`, `device_map`,
   `attn_implementation`, `quantization_config`) from `hf_mistral_kit.presets`; arguments passed explicitly win;
 - `AutoTokenizer` loads Mistral tokenizer files (`tokenizer.model.v1`/`v3`, ...), directories holding one and native
@@ -23,6 +24,7 @@ from typing import Any
 import transformers
 from transformers import PreTrainedConfig
 
+from .gguf import config_dict_from_gguf_file, gguf_checkpoint_file
 from .modeling import KitMistralConfig, KitMixtralConfig, to_kit_config
 from .native import TOKENIZER_FILE_PATTERN, config_dict_from_params, native_checkpoint_dir
 
@@ -42,8 +44,9 @@ def _kit_config_class(path: str | os.PathLike, kwargs: dict[str, Any]) -> type[P
     config = kwargs.get("config")
     if isinstance(config, PreTrainedConfig):
         return _KIT_CONFIGS.get(config.model_type)
-    if kwargs.get("gguf_file"):
-        return None
+    gguf_path = gguf_checkpoint_file(path, kwargs)
+    if gguf_path is not None:
+        return _KIT_CONFIGS[config_dict_from_gguf_file(gguf_path)["model_type"]]
     native = native_checkpoint_dir(path, kwargs.get("subfolder", ""))
     if native is not None:
         return _KIT_CONFIGS[config_dict_from_params(native)["model_type"]]

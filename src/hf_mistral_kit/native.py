@@ -690,18 +690,32 @@ class _RotaryToNative:
 # --- conversion -------------------------------------------------------------------------------------------------
 
 
-def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: Literal["hf", "native"]) -> Path:
-    """Convert a checkpoint directory between the Hugging Face and Mistral native layouts, tensor by tensor.
+def convert_checkpoint(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    to: Literal["hf", "native", "gguf"],
+    dtype: Literal["f32", "f16", "bf16", "q8_0"] | None = None,
+) -> Path:
+    """Convert a checkpoint directory between the Hugging Face and Mistral native layouts, or to a GGUF file.
 
     `to="native"` reads an HF Mistral/Mixtral directory (`config.json` + safetensors, experts fused or per expert) and
     writes `params.json` + `consolidated.safetensors`; `to="hf"` reads a native directory and writes `config.json`,
     `generation_config.json` and `model.safetensors` (Mixtral experts per expert, as `save_pretrained` writes them).
-    Tokenizer files are copied along. Peak memory is about one tensor: weights are read from memory maps and written
-    out one at a time. `dst` must not exist yet (or be empty); it only appears once the conversion has succeeded.
+    Tokenizer files are copied along. `to="gguf"` reads either layout (kit-saved folders included) and writes the
+    llama.cpp file `dst` (see `hf_mistral_kit.gguf.write_gguf`) with weights in `dtype` ("f32", "f16", "bf16",
+    "q8_0"; default: the checkpoint's own float type). Peak memory is about one tensor (one layer's experts for a
+    Mixtral GGUF): weights are read from memory maps and written out one at a time. `dst` must not exist yet (or be an
+    empty directory); it only appears once the conversion has succeeded.
     """
     src, dst = Path(src), Path(dst)
+    if to == "gguf":
+        from .gguf import convert_to_gguf
+
+        return convert_to_gguf(src, dst, dtype)
     if to not in ("hf", "native"):
-        raise ValueError(f"to must be 'hf' or 'native', got {to!r}.")
+        raise ValueError(f"to must be 'hf', 'native' or 'gguf', got {to!r}.")
+    if dtype is not None:
+        raise ValueError("dtype only applies to to='gguf'; the safetensors layouts keep the weights' dtype.")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst} already exists and is not empty; pick a new destination.")
     if not src.is_dir():
