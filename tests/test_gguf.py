@@ -159,7 +159,7 @@ def test_from_pretrained_ways_to_name_a_gguf(originals, ggufs):
     reference = logits(originals["mistral"][1])
     for model in (
         kit.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name),
-        kit.AutoModelForCausalLM.from_pretrained(str(path)),
+        kit.AutoModelForCausalLM.from_pretrained(str(path), preset="cpu"),  # the preset plans from the metadata
         kit.KitMistralForCausalLM.from_pretrained(path.parent, gguf_file=str(path)),
     ):
         assert type(model) is kit.KitMistralForCausalLM and torch.equal(logits(model), reference)
@@ -392,14 +392,17 @@ def test_gguf_v3_tokenizer_gives_mistral_common_chat_ids(gguf_tokenizers, refere
 
 
 def test_llama_cpp_style_vocabulary_and_chatml_tokens(gguf_tokenizers, reference_tokenizers, work):
-    """llama.cpp's converter scores control/added tokens -1000 and may mark user-defined pieces as control; fine-tunes
-    add tokens (ChatML) beyond the SentencePiece vocabulary, padded with unused ones."""
+    """llama.cpp's converter scores control/added tokens -1000 and writes Mistral's user-defined pieces
+    ([REFERENCE_DOC_N]) as normal ones; fine-tunes add tokens (ChatML) beyond the SentencePiece vocabulary, padded
+    with unused ones."""
     path, _ = gguf_tokenizers["v3"]
     fields = _fields(path)
     scores, types = list(fields["tokenizer.ggml.scores"]), list(fields["tokenizer.ggml.token_type"])
     for i, kind in enumerate(types):
-        if kind in (3, 4):  # control, user-defined
-            scores[i], types[i] = -1000.0, 3
+        if kind == 3:  # control
+            scores[i] = -1000.0
+        elif kind == 4:  # user-defined
+            types[i] = 1
     tokens = [*fields["tokenizer.ggml.tokens"], "<|im_start|>", "<|im_end|>", "[PAD32770]"]
     edited = {
         "tokenizer.ggml.tokens": tokens,

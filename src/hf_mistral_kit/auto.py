@@ -84,6 +84,9 @@ class _KitAutoModel:
         **kwargs: Any,
     ):
         model = kwargs.get("config") or pretrained_model_name_or_path
+        if preset is not None and not isinstance(model, PreTrainedConfig):
+            gguf_path = gguf_checkpoint_file(pretrained_model_name_or_path, kwargs)
+            model = config_dict_from_gguf_file(gguf_path) if gguf_path else model  # the preset plans from it
         kwargs = _with_preset(preset, context_length, model, kwargs)
         config_class = _kit_config_class(pretrained_model_name_or_path, kwargs)
         if config_class is None:

@@ -127,15 +127,13 @@ def gguf_checkpoint_file(path: str | os.PathLike | None, kwargs: Mapping[str, An
     gguf_file = kwargs.get("gguf_file")
     if gguf_file is None:
         return Path(path) if path is not None and Path(path).is_file() and is_gguf_file(path) else None
-    if os.path.isfile(gguf_file):
-        return Path(gguf_file)
-    if path is None:
-        raise FileNotFoundError(f"GGUF file {gguf_file} does not exist.")
-    local = Path(path) / kwargs.get("subfolder", "") / gguf_file
-    if Path(path).is_dir():
-        if not local.is_file():
-            raise FileNotFoundError(f"{path} has no GGUF file {gguf_file}.")
+    local = Path(path or ".") / kwargs.get("subfolder", "") / gguf_file
+    if local.is_file():
         return local
+    if os.path.isfile(gguf_file):  # an absolute path, or one relative to the working directory
+        return Path(gguf_file)
+    if path is None or Path(path).is_dir():
+        raise FileNotFoundError(f"{path or 'The working directory'} has no GGUF file {gguf_file}.")
     from transformers.utils import cached_file
 
     hub = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
@@ -336,6 +334,8 @@ def _check_readable(tensors: Mapping[str, Any], source: Any) -> None:
 def native_tensors_from_gguf(tensors: Mapping[str, Any], config: Mapping[str, Any], source: Any):
     """GGUF tensors (`ReaderTensor`s by name) as native-named `LazyTensor`s, stacked experts split per expert; and a
     function spelling a native name the way the file does (for error messages)."""
+    from gguf import GGMLQuantizationType as Q
+
     native: dict[str, LazyTensor] = {}
     spelled: dict[str, str] = {}
     unknown = []
@@ -361,7 +361,9 @@ def native_tensors_from_gguf(tensors: Mapping[str, Any], config: Mapping[str, An
         if key is None:
             unknown.append(name)
             continue
-        native[key] = LazyTensor(data, dtype, shape)
+        # Float tensors are stored raw: wq/wk rows can then be read straight into their rotate-half places.
+        raw = tensor.tensor_type in (Q.F32, Q.F16, Q.BF16)
+        native[key] = LazyTensor(data, dtype, shape, location=(Path(source), tensor.data_offset) if raw else None)
         spelled[key] = name
     if unknown:
         raise GGUFError(
@@ -499,11 +501,11 @@ def _matching_version(tokens: list[str], scores: list[float], types: list[int], 
             i
             for i, piece in enumerate(pieces)
             if tokens[i] != piece.piece
-            # llama.cpp's converter gives control and added tokens score -1000 and may call user-defined pieces
-            # control ones: neither changes what SentencePiece does with text except user-defined vs control,
-            # which is restored from Mistral's file below.
+            # llama.cpp's converter scores control and added tokens -1000, writes user-defined pieces as normal or
+            # control ones: Mistral's scores and types for those pieces are restored below.
             or (piece.type in (_NORMAL, _BYTE) and (types[i] != piece.type or scores[i] != piece.score))
-            or (piece.type not in (_NORMAL, _BYTE) and types[i] not in (_CONTROL, _USER_DEFINED, _UNKNOWN))
+            or (piece.type in (_CONTROL, _UNKNOWN) and types[i] not in (_CONTROL, _UNKNOWN))
+            or (piece.type == _USER_DEFINED and types[i] not in (_USER_DEFINED, _CONTROL, _NORMAL))
         ]
         if not differing:
             return version, reference
