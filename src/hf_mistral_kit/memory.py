@@ -56,7 +56,7 @@ class ModelShape:
     @classmethod
     def from_config(cls, config: Any) -> ModelShape:
         """From a `PretrainedConfig`, a config dict (HF `config.json` or Mistral's native `params.json`), a path to
-        either file or to a checkpoint directory holding one, or a Hub model id."""
+        either file, to a GGUF file or to a checkpoint directory holding one, or a Hub model id."""
         if isinstance(config, ModelShape):
             return config
         if isinstance(config, (str, os.PathLike)):
@@ -315,6 +315,10 @@ def plan_memory(
 
 
 def _read_config_file(path: str) -> dict:
+    from .gguf import config_dict_from_gguf_file, is_gguf_file
+
+    if os.path.isfile(path) and is_gguf_file(path):
+        return {**config_dict_from_gguf_file(path), "_name_or_path": os.path.basename(path)}
     if not os.path.exists(path):
         from transformers import AutoConfig  # a Hub id: fetch its config.json only
 

@@ -8,9 +8,12 @@ tokenizer file (`tokenizer.model.v3`, `tekken.json`, ...).
 Loading maps each native key to its transformers name and undoes Mistral's interleaved rotary layout of `wq`/`wk`
 (transformers rotates halves) lazily, tensor by tensor, as transformers' own loader reads the state dict: nothing is
 converted on disk, safetensors stay memory-mapped, and everything transformers does while loading (dtype casts,
-`device_map`, bitsandbytes quantization, Mixtral's expert merging) applies unchanged. Native Mixtral experts are
-handed over under transformers 4.x names (`block_sparse_moe.experts.N.w1`), which the kit Mixtral's registered
-conversion mapping already knows.
+`device_map`, bitsandbytes quantization, Mixtral's expert merging) applies unchanged. The `wq`/`wk` rows are read
+from the file straight into their rotate-half places (`read_rows`), so the permutation costs no copy beyond the read
+and native checkpoints load as fast as the Hugging Face layout. Native Mixtral experts are handed over under
+transformers 4.x names (`block_sparse_moe.experts.N.w1`), which the kit Mixtral's registered conversion mapping
+already knows; the first Mixtral release's stacked experts (`block_sparse_moe.w1/w2/w3`) are split into those.
+The name tables, shape checks and loading-report check here are shared by the GGUF reader (`hf_mistral_kit.gguf`).
 
 Problems are reported before any weight is read, naming the file, key or field and the fix: unreadable or truncated
 safetensors, missing `params.json` fields, unknown or missing keys, wrong shapes, `.pth` files holding anything but
