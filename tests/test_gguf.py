@@ -292,6 +292,8 @@ def test_default_dtype_is_the_checkpoints_and_cli_writes_q8_0(originals, work, m
     assert main(["convert", source, str(target), "--to", "gguf", "--dtype", "q8_0"]) == ExitCode.OK
     assert "wrote the GGUF file" in capsys.readouterr().out
     assert Q8_0 in {t.tensor_type for t in gguf_reader(target).tensors}
+    assert main(["plan", str(target), "--context", "64", "--gpu", "cpu"]) == ExitCode.OK  # plans from the metadata
+    assert "fits" in capsys.readouterr().out
     assert main(["convert", source, str(target), "--to", "gguf"]) == ExitCode.USAGE
     assert main(["convert", source, str(work / "cli.bin"), "--to", "gguf"]) == ExitCode.USAGE
     assert main(["convert", source, str(work / "nat"), "--to", "native", "--dtype", "f16"]) == ExitCode.USAGE
