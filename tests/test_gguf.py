@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import warnings
 
 import numpy as np
@@ -43,6 +44,14 @@ def _no_progress_bars():
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     return tmp_path_factory.mktemp("gguf")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kit_cache(tmp_path_factory):
+    """Rebuilt GGUF tokenizers go to the kit's cache: a temporary one here, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_MISTRAL_KIT_CACHE", str(tmp_path_factory.mktemp("kit-cache")))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -393,7 +402,7 @@ def test_gguf_v3_tokenizer_gives_mistral_common_chat_ids(gguf_tokenizers, refere
         assert ids["input_ids"] == expected
 
 
-def test_llama_cpp_style_vocabulary_and_chatml_tokens(gguf_tokenizers, reference_tokenizers, work):
+def test_llama_cpp_style_vocabulary_and_chatml_tokens(gguf_tokenizers, reference_tokenizers, work, monkeypatch):
     """llama.cpp's converter scores control/added tokens -1000 and writes Mistral's user-defined pieces
     ([REFERENCE_DOC_N]) as normal ones; fine-tunes add tokens (ChatML) beyond the SentencePiece vocabulary, padded
     with unused ones."""
@@ -416,7 +425,11 @@ def test_llama_cpp_style_vocabulary_and_chatml_tokens(gguf_tokenizers, reference
     original = pb.ModelProto.FromString(kit.reference_tokenizer_file("v3").read_bytes())
     rebuilt = pb.ModelProto.FromString(serialized).pieces
     assert [(p.piece, p.score, p.type) for p in rebuilt] == [(p.piece, p.score, p.type) for p in original.pieces]
+    (work / "a-file").write_text("")
+    monkeypatch.setenv("HF_MISTRAL_KIT_CACHE", str(work / "a-file" / "cache"))  # unwritable: a temporary folder
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
     chatml = tokenizer_from_gguf_fields({**fields, **edited}, "edited")
+    assert list(work.glob("hf-mistral-kit-gguf-*/tokenizer.model.v3"))
     assert chatml.convert_tokens_to_ids("<|im_start|>") == 32768
     assert "<|im_start|>" in chatml.chat_template
     rendered = chatml.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)

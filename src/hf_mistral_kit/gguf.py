@@ -571,19 +571,15 @@ def tokenizer_from_gguf_fields(fields: Mapping[str, Any], source: Any):
     from .tokenizer import load_tokenizer
 
     version, model, added = tokenizer_files_from_gguf_fields(fields, source)
-    added_json = json.dumps({token: 0 for token in added}) if added else ""
+    base = len(fields["tokenizer.ggml.tokens"]) - len(added) if added else 0
+    added_json = json.dumps({t: base + i for i, t in enumerate(added)}, ensure_ascii=False, indent=2) if added else ""
     digest = hashlib.sha256(model + added_json.encode()).hexdigest()[:16]
-    directory = _cache_root() / "gguf-tokenizers" / digest
-    model_file = directory / f"tokenizer.model.{version}"
-    if not model_file.is_file() or model_file.read_bytes() != model:
-        directory.mkdir(parents=True, exist_ok=True)
-        if added:
-            base = len(fields["tokenizer.ggml.tokens"]) - len(added)
-            ids = {token: base + i for i, token in enumerate(added)}
-            (directory / "added_tokens.json").write_text(json.dumps(ids, ensure_ascii=False, indent=2) + "\n")
-        staging = directory / f".{model_file.name}.{os.getpid()}"
-        staging.write_bytes(model)
-        staging.replace(model_file)
+    try:
+        model_file = _store_tokenizer(_cache_root() / "gguf-tokenizers" / digest, version, model, added_json)
+    except OSError:  # a read-only cache: a private temporary directory instead
+        import tempfile
+
+        model_file = _store_tokenizer(Path(tempfile.mkdtemp(prefix="hf-mistral-kit-gguf-")), version, model, added_json)
     tokenizer = load_tokenizer(model_file)
     pad = fields.get("tokenizer.ggml.padding_token_id")
     if pad is not None and int(pad) != tokenizer.eos_token_id and int(pad) < len(tokenizer):
@@ -592,6 +588,20 @@ def tokenizer_from_gguf_fields(fields: Mapping[str, Any], source: Any):
     if template and template != tokenizer.chat_template:
         logger.info("%s: its chat template is replaced by the kit's exact one for tokenizer %s.", source, version)
     return tokenizer
+
+
+def _store_tokenizer(directory: Path, version: str, model: bytes, added_json: str) -> Path:
+    """`directory/tokenizer.model.<version>` holding `model` (and `added_tokens.json`), written atomically once."""
+    model_file = directory / f"tokenizer.model.{version}"
+    if model_file.is_file() and model_file.read_bytes() == model:
+        return model_file
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in (("added_tokens.json", added_json.encode()), (model_file.name, model)):
+        if data:
+            staging = directory / f".{name}.{os.getpid()}"
+            staging.write_bytes(data)
+            staging.replace(directory / name)
+    return model_file
 
 
 def load_gguf_tokenizer(path: str | os.PathLike):
