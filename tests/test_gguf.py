@@ -501,10 +501,21 @@ STRING, UINT32, FLOAT32 = GGUFValueType.STRING, GGUFValueType.UINT32, GGUFValueT
         ("mistral", {"add_tensors": {"rope_freqs.weight": np.ones(8, np.float32)}}, r"'rope_freqs\.weight'.*no place"),
         ("mistral", {"drop_tensors": ("blk.1.ffn_up.weight",)}, r"missing weight.*'blk\.1\.ffn_up\.weight'"),
         ("mistral", {"set_fields": {"llama.attention.head_count_kv": (4, UINT32)}}, r"'blk\.0\.attn_k\.weight' has"),
+        ("mistral", {"set_fields": {"llama.attention.head_count": (0, UINT32)}}, r"impossible sizes"),
         ("mixtral", {"drop_fields": ("llama.expert_count",)}, r"ffn_\w+_exps.*but the metadata says no experts"),
         ("mixtral", {"set_fields": {"llama.expert_count": (8, UINT32)}}, r"shape \[4, .*metadata says 8"),
     ],
-    ids=["architecture", "rope-scaling", "unknown-key", "extra-tensor", "missing", "shape", "experts", "expert-count"],
+    ids=[
+        "architecture",
+        "rope-scaling",
+        "unknown-key",
+        "extra-tensor",
+        "missing",
+        "shape",
+        "zero-heads",
+        "experts",
+        "expert-count",
+    ],
 )
 def test_what_cannot_be_mapped_exactly_is_refused(kind, edits, message, ggufs, work):
     edits.setdefault("drop_fields", ())

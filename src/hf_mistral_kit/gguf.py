@@ -238,8 +238,26 @@ def config_dict_from_gguf(fields: Mapping[str, Any], tensors: Mapping[str, Any],
             value = value[0]
         return value
 
+    try:
+        config = _config_from_fields(fields, tensors, get, source)
+    except (TypeError, ValueError, ZeroDivisionError) as error:
+        if isinstance(error, GGUFError):
+            raise
+        raise GGUFError(f"{source}: malformed metadata ({error}).") from None
+    sizes = ("hidden_size", "num_hidden_layers", "head_dim", "intermediate_size", "num_attention_heads")
+    sizes += ("num_key_value_heads", "vocab_size", "max_position_embeddings")
+    bad = [name for name in sizes if config[name] <= 0]
+    if bad or config["num_attention_heads"] % config["num_key_value_heads"]:
+        raise GGUFError(f"{source}: the metadata gives impossible sizes ({', '.join(bad) or 'head counts'}).")
+    if config.get("num_experts_per_tok", 0) > config.get("num_local_experts", 0):
+        raise GGUFError(f"{source}: more experts used per token than there are experts.")
+    return config
+
+
+def _config_from_fields(fields: Mapping[str, Any], tensors: Mapping[str, Any], get: Callable, source: Any) -> dict:
+    prefix = f"{GGUF_ARCHITECTURE}."
     hidden, heads = int(get("embedding_length")), int(get("attention.head_count"))
-    head_dim = int(get("attention.key_length", hidden // heads))
+    head_dim = int(get("attention.key_length", hidden // max(heads, 1)))
     if int(get("attention.value_length", head_dim)) != head_dim:
         raise GGUFError(f"{source}: key and value head sizes differ; Mistral models use one head size.")
     if int(get("rope.dimension_count", head_dim)) != head_dim:
@@ -281,9 +299,6 @@ def config_dict_from_gguf(fields: Mapping[str, Any], tensors: Mapping[str, Any],
             num_local_experts=experts,
             num_experts_per_tok=int(get("expert_used_count")),
         )
-    for name, value in config.items():
-        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-            raise GGUFError(f"{source}: {name} is {value}.")
     return config
 
 
