@@ -525,6 +525,20 @@ def test_what_cannot_be_mapped_exactly_is_refused(kind, edits, message, ggufs, w
         kit.AutoModelForCausalLM.from_pretrained(broken)
 
 
+def test_first_llama_cpp_mixtral_files_with_one_tensor_per_expert_load(originals, ggufs, work):
+    """llama.cpp's first Mixtral GGUFs (December 2023, e.g. TheBloke's) held `blk.N.ffn_gate.E.weight` per expert."""
+    stacked = {t.name: t for t in gguf_reader(ggufs["mixtral", "f32"]).tensors if "_exps." in t.name}
+    per_expert = {
+        name.replace("_exps.weight", f".{expert}.weight"): np.ascontiguousarray(tensor.data[expert])
+        for name, tensor in stacked.items()
+        for expert in range(tensor.data.shape[0])
+    }
+    edits = {"drop_fields": NO_VOCABULARY, "drop_tensors": stacked, "add_tensors": per_expert}
+    legacy = rewrite(ggufs["mixtral", "f32"], work / "legacy.gguf", **edits)
+    assert "blk.0.ffn_down.3.weight" in {t.name for t in gguf_reader(legacy).tensors}
+    assert torch.equal(logits(kit.AutoModelForCausalLM.from_pretrained(legacy)), logits(originals["mixtral"][1]))
+
+
 def test_truncated_and_foreign_files_are_refused(ggufs, work):
     truncated = work / "truncated.gguf"
     data = ggufs["mistral", "q8_0"].read_bytes()
