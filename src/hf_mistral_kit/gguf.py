@@ -812,7 +812,6 @@ def write_gguf(
             "both attend alike; prompts longer than that will differ from the original model."
         )
         warnings.warn(message, stacklevel=3)
-        logger.warning(message)
         context = window
 
     head_dim = config.head_dim or config.hidden_size // config.num_attention_heads
