@@ -702,9 +702,10 @@ def load_tokenizer(path: str | os.PathLike, **kwargs: Any) -> MistralSentencePie
             f"{path} is a tekken tokenizer (Mistral-Nemo and later models); hf-mistral-kit templates the "
             "SentencePiece tokenizers v1/v2/v3. Load it with transformers' MistralCommonBackend instead."
         )
-    if path.is_file():
-        tokenizer = _from_sentencepiece_file(path, kwargs)
-        tokenizer.chat_template = get_chat_template(TEMPLATE_FOR_VERSION[tokenizer.mistral_version])
+    if path.is_file():  # the file, with what its folder adds on top of it (ChatML's tokens, a pad token, ...)
+        config = _read_json(path.parent / "tokenizer_config.json")
+        tokenizer = _from_sentencepiece_directory(path.parent, path, config, kwargs)
+        _set_template(tokenizer, path.parent, config, kwargs)
         return tokenizer
     if not path.is_dir():
         raise FileNotFoundError(f"Tokenizer file {path} does not exist.")
