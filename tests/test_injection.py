@@ -7,9 +7,10 @@ import shutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tokenizers import normalizers
 
 import hf_mistral_kit as kit
-from chats import conversations
+from chats import conversations, in_input_forms
 from hf_mistral_kit.tokenizer import ControlTokenEscaper
 
 EXTRA_TOKENS = ["☀", "<tool_call>", "call>x", "ll>", "<|im_end|>"]
@@ -121,10 +122,35 @@ def test_one_character_and_overlapping_tokens(tokenizers):
 
 
 def test_escaper_round_trips_private_use_characters():
-    escaper = ControlTokenEscaper(["[INST]", "☀", "<|im_end|>"])
-    for text in ["\ue000", "\ue000\ue001", "[INST]\ue000☀", "\U000f0000\ue000\U000f0000", "<|im_end|><|im_end|>", ""]:
+    tokens = ["[INST]", "☀", "<|im_end|>", "ab", "b"]
+    escaper = ControlTokenEscaper(tokens)
+    texts = ["\ue000", "\ue000\ue001", "[INST]\ue000☀", "\U000f0000\ue000\U000f0000", "<|im_end|><|im_end|>", "", "abb"]
+    for text in texts:
         escaped = escaper.escape_text(text)
-        assert "[INST]" not in escaped and "☀" not in escaped and "<|im_end|>" not in escaped
+        assert not any(token in escaped for token in tokens)
         assert escaper.unescape(escaped) == text
+        # What the chat encoder's normalizer makes of it is the text too.
+        normalizer = normalizers.Sequence(escaper.normalizer())
+        assert normalizer.normalize_str(escaped) == text
     with pytest.raises(ValueError, match="must not contain U\\+E000"):
         ControlTokenEscaper(["a\ue000"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(in_input_forms(conversations()), spelled)
+def test_objects_and_functions_spelling_tokens_stay_text(tokenizers, chat, salt):
+    """Messages, content parts and tool calls given as dataclasses, pydantic models or tuples: escaped after they are
+    turned into plain data, so ChatML's tokens spelled in them stay text (the Mistral forms are covered by the
+    parity fuzz, whose `get_weather` tool documents itself with control-token spellings)."""
+    (messages, _, prefix), (forms, _, _) = chat
+    tokenizer = tokenizers["chatml"]
+    salted = [{**m, "content": m["content"] + salt} if isinstance(m.get("content"), str) else m for m in messages]
+    try:
+        plain = tokenizer.apply_chat_template(messages, continue_final_message=prefix)["input_ids"]
+        ids = tokenizer.apply_chat_template(forms, continue_final_message=prefix)["input_ids"]
+        salted_ids = tokenizer.apply_chat_template(salted, continue_final_message=prefix)["input_ids"]
+    except ValueError:
+        return
+    assert ids == plain
+    neutral = tokenizer.apply_chat_template(_neutral(messages), continue_final_message=prefix)["input_ids"]
+    assert _template_tokens(tokenizer, salted_ids) == _template_tokens(tokenizer, neutral)

@@ -61,7 +61,10 @@ def test_import_help_and_render_load_neither_torch_nor_modeling_code(tmp_path):
 
 
 def test_the_public_api_is_unchanged_and_resolves_lazily():
-    assert len(kit.__all__) == len(set(kit.__all__)) == 33  # as before the package became lazy
+    # the 33 names from before the package became lazy, the conversation contract's three and GGUF's two
+    assert len(kit.__all__) == len(set(kit.__all__)) == 38
+    added = {"ConversationError", "ValidationMode", "prepare_chat", "GGUFError", "load_gguf_tokenizer"}
+    assert added <= set(kit.__all__)
     assert set(kit.__all__) == set(kit._EXPORTS)
     for name in kit.__all__:
         value = getattr(kit, name)

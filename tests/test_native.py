@@ -12,7 +12,14 @@ from transformers import MistralConfig, MistralForCausalLM, MixtralConfig, Mixtr
 from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding, apply_rotary_pos_emb
 
 import hf_mistral_kit as kit
-from hf_mistral_kit.native import NATIVE_SAFETENSORS, NativeCheckpointError, rotary_to_hf, rotary_to_native
+from hf_mistral_kit.native import (
+    NATIVE_SAFETENSORS,
+    NativeCheckpointError,
+    read_rows,
+    rotary_row_order,
+    rotary_to_hf,
+    rotary_to_native,
+)
 from tiny_configs import TINY_SIZES
 
 SIZES = {**TINY_SIZES, "sliding_window": 4}
@@ -98,6 +105,8 @@ def test_hf_native_hf_round_trip_is_exact(kind, tmp_path):
 
     params = json.loads((native / "params.json").read_text())
     assert params["n_kv_heads"] == 2 and params["head_dim"] == 16 and params["sliding_window"] == 4
+    # The context under mistral-inference's name and the one vLLM and llama.cpp's converter read.
+    assert params["max_seq_len"] == params["max_position_embeddings"] == model.config.max_position_embeddings
     assert ("moe" in params) == (kind == "mixtral")
     with safe_open(native / NATIVE_SAFETENSORS, "pt") as native_file:
         names = set(native_file.keys())
@@ -254,3 +263,48 @@ def test_device_map_with_disk_offload_works_on_native_checkpoints(mistral_native
     offloaded = kit.AutoModelForCausalLM.from_pretrained(native_dir, device_map=device_map, offload_folder=tmp_path)
     assert offloaded.model.layers[0].self_attn.q_proj.weight.device.type == "meta"  # really on disk
     torch.testing.assert_close(logits(offloaded), logits(model), atol=1e-5, rtol=0)
+
+
+def test_rotary_reads_permute_rows_straight_from_the_file(tmp_path):
+    """q/k rows land in their rotate-half places as they are read (one `preadv` per 1024 rows, no intermediate
+    copy): the same tensor `rotary_to_hf` computes, in any dtype, for tensors of more rows than one call takes."""
+    weight = torch.randn(2176, 24).to(torch.bfloat16)  # 17 heads of 128 rows: more than IOV_MAX (1024) rows
+    save_file({"before": torch.zeros(3), "w": weight}, tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    offset = data.index(weight.view(torch.uint8).numpy().tobytes())
+    for heads in (17, 34):
+        order = rotary_row_order(weight.shape[0], heads, "hf")
+        read = read_rows(tmp_path / "w.safetensors", offset, torch.bfloat16, tuple(weight.shape), order)
+        assert torch.equal(read, rotary_to_hf(weight, heads))
+        back = rotary_row_order(weight.shape[0], heads, "native")
+        assert torch.equal(rotary_to_native(read, heads)[back], read)  # the inverse order undoes it
+    with pytest.raises(NativeCheckpointError, match="ended early"):
+        read_rows(tmp_path / "w.safetensors", len(data) - 100, torch.bfloat16, tuple(weight.shape), order)
+
+
+def test_first_mixtral_release_with_stacked_experts_loads(tmp_path):
+    """The December 2023 torrent (`consolidated.00.pth`): `block_sparse_moe.w1/w2/w3` stack the experts, without a
+    `.weight` suffix, w2 transposed per expert."""
+    model = build("mixtral")
+    model.save_pretrained(tmp_path / "hf")
+    native = kit.convert_checkpoint(tmp_path / "hf", tmp_path / "native", to="native")
+    tensors = load_file(native / NATIVE_SAFETENSORS)
+    experts, inter = 4, SIZES["intermediate_size"]
+    for layer in range(SIZES["num_hidden_layers"]):
+        prefix = f"layers.{layer}.feed_forward."
+        for name in ("w1", "w2", "w3"):
+            parts = [tensors.pop(f"{prefix}experts.{e}.{name}.weight") for e in range(experts)]
+            parts = [part.t() for part in parts] if name == "w2" else parts
+            tensors[f"layers.{layer}.block_sparse_moe.{name}"] = torch.cat(parts).contiguous()
+        tensors[f"layers.{layer}.block_sparse_moe.gate.weight"] = tensors.pop(f"{prefix}gate.weight")
+    torrent = tmp_path / "torrent"
+    torrent.mkdir()
+    (torrent / "params.json").write_text((native / "params.json").read_text())
+    torch.save(tensors, torrent / "consolidated.00.pth")
+    assert tensors["layers.0.block_sparse_moe.w2"].shape == (experts * inter, SIZES["hidden_size"])
+    torch.testing.assert_close(logits(load(torrent)), logits(model), atol=1e-5, rtol=0)
+
+    tensors["layers.1.block_sparse_moe.w3"] = tensors["layers.1.block_sparse_moe.w3"][:-1]
+    torch.save(tensors, torrent / "consolidated.00.pth")
+    with pytest.raises(NativeCheckpointError, match=r"stacked expert weight 'layers\.1\.block_sparse_moe\.w3'"):
+        load(torrent)

@@ -80,13 +80,19 @@ def test_golden_snapshots(name, kind, chat, tools, tokenizer_pair):
 
 def _raw(messages, tools, name, prefix):
     """What a transformers user passes: the kit's prepared messages (tool-call arguments already in mistral-common's
-    JSON: Jinja cannot parse JSON; `prefix` on a message to continue), thinking that leads the content given as
-    `reasoning_content` instead."""
+    JSON: Jinja cannot parse JSON; `prefix` on a message to continue), thinking that leads an assistant message's
+    content given as `reasoning_content` instead (the field transformers' chat templates read)."""
     prepared = prepare_chat(messages, tools, template=name, continue_final_message=prefix).messages
     raw = []
     for message in prepared:
         content = message.get("content")
-        if isinstance(content, list) and content and content[0]["type"] == "thinking" and content[0]["closed"]:
+        if (
+            message["role"] == "assistant"
+            and isinstance(content, list)
+            and content
+            and content[0]["type"] == "thinking"
+            and content[0]["closed"]
+        ):
             rest = content[1:]
             if not any(part["type"] == "thinking" for part in rest):
                 message = {**message, "reasoning_content": content[0]["thinking"], "content": rest}

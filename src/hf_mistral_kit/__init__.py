@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Public name -> the submodule that defines it. The layers: conversation -> templates -> tokenizer -> native ->
+# Public name -> the submodule that defines it. The layers: conversation -> templates -> tokenizer -> native/gguf ->
 # modeling -> hardware/memory/presets -> loading/auto.
 _EXPORTS = {
     "AutoConfig": "auto",
@@ -32,6 +32,8 @@ _EXPORTS = {
     "register": "modeling",
     "NativeCheckpointError": "native",
     "convert_checkpoint": "native",
+    "GGUFError": "gguf",
+    "load_gguf_tokenizer": "gguf",
     "tiny_model": "tiny",
     "MistralSentencePieceTokenizer": "tokenizer",
     "MistralTekkenTokenizer": "tokenizer",
@@ -72,9 +74,11 @@ __all__ = [
     "KitMixtralForSequenceClassification",
     "KitMixtralModel",
     "register",
-    # native checkpoints and tiny offline models
+    # native and GGUF checkpoints, tiny offline models
+    "GGUFError",
     "NativeCheckpointError",
     "convert_checkpoint",
+    "load_gguf_tokenizer",
     "tiny_model",
     # chat templates, the conversation contract and exact tokenizers
     "ConversationError",
@@ -107,6 +111,7 @@ _SUBMODULES = (
     "auto",
     "cli",
     "conversation",
+    "gguf",
     "hardware",
     "loading",
     "memory",
@@ -138,6 +143,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported eagerly
     from .auto import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from .conversation import ConversationError, ValidationMode, prepare_chat
+    from .gguf import GGUFError, load_gguf_tokenizer
     from .hardware import Hardware
     from .loading import load_model
     from .memory import MemoryPlan, plan_memory

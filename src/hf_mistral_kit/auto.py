@@ -2,9 +2,10 @@
 
 They accept everything transformers' Auto classes accept and hand anything that is not a Mistral/Mixtral checkpoint
 straight to them. On top of that:
-- Mistral/Mixtral checkpoints, Hugging Face (`model_type` `mistral`/`mixtral`) or native (`params.json`), load into
-  the kit classes: native directories load without a converted copy, and Mixtral's experts get quantized under a
-  bitsandbytes config (see `hf_mistral_kit.modeling`);
+- Mistral/Mixtral checkpoints, Hugging Face (`model_type` `mistral`/`mixtral`), native (`params.json`) or GGUF
+  (`gguf_file=`, as in transformers, or a path to the `.gguf` file), load into the kit classes: native directories
+  and GGUF files load without a converted copy, a Mixtral GGUF with its experts (transformers' own GGUF reader makes
+  it a dense Llama), and Mixtral's experts get quantized under a bitsandbytes config (see `hf_mistral_kit.modeling`);
 - `from_pretrained(..., preset="name", context_length=None)` fills loading arguments (`dtype`, `device_map`,
   `attn_implementation`, `quantization_config`) from `hf_mistral_kit.presets`; arguments passed explicitly win;
 - `AutoTokenizer` loads Mistral tokenizer files (`tokenizer.model.v1`/`v3`, ...), directories holding one and native
@@ -23,6 +24,7 @@ from typing import Any
 import transformers
 from transformers import PreTrainedConfig
 
+from .gguf import config_dict_from_gguf_file, gguf_checkpoint_file, load_gguf_tokenizer
 from .modeling import KitMistralConfig, KitMixtralConfig, to_kit_config
 from .native import TOKENIZER_FILE_PATTERN, config_dict_from_params, native_checkpoint_dir
 
@@ -42,8 +44,9 @@ def _kit_config_class(path: str | os.PathLike, kwargs: dict[str, Any]) -> type[P
     config = kwargs.get("config")
     if isinstance(config, PreTrainedConfig):
         return _KIT_CONFIGS.get(config.model_type)
-    if kwargs.get("gguf_file"):
-        return None
+    gguf_path = gguf_checkpoint_file(path, kwargs)
+    if gguf_path is not None:
+        return _KIT_CONFIGS[config_dict_from_gguf_file(gguf_path)["model_type"]]
     native = native_checkpoint_dir(path, kwargs.get("subfolder", ""))
     if native is not None:
         return _KIT_CONFIGS[config_dict_from_params(native)["model_type"]]
@@ -81,6 +84,9 @@ class _KitAutoModel:
         **kwargs: Any,
     ):
         model = kwargs.get("config") or pretrained_model_name_or_path
+        if preset is not None and not isinstance(model, PreTrainedConfig):
+            gguf_path = gguf_checkpoint_file(pretrained_model_name_or_path, kwargs)
+            model = config_dict_from_gguf_file(gguf_path) if gguf_path else model  # the preset plans from it
         kwargs = _with_preset(preset, context_length, model, kwargs)
         config_class = _kit_config_class(pretrained_model_name_or_path, kwargs)
         if config_class is None:
@@ -191,14 +197,19 @@ def _hub_tokenizer_dir(repo_id: str, kwargs: dict[str, Any]) -> Path | None:
 class AutoTokenizer(transformers.AutoTokenizer):
     """`transformers.AutoTokenizer`; Mistral tokenizers load with `hf_mistral_kit.tokenizer.load_tokenizer`.
 
-    Mistral tokenizer files, directories holding one, folders the kit saved and Mistral/Mixtral checkpoints (local or
-    on the hub) get the kit's exact fast tokenizer and chat template; tokenizer keyword arguments (`padding_side`,
+    Mistral tokenizer files, directories holding one, folders the kit saved, Mistral/Mixtral checkpoints (local or
+    on the hub) and GGUF files (`gguf_file=`, or the file's path) get the kit's exact fast tokenizer and chat
+    template; tokenizer keyword arguments (`padding_side`,
     `pad_token`, `add_bos_token`, `model_max_length`, ...) apply as with transformers. Anything else goes to
     `transformers.AutoTokenizer`.
     """
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *inputs: Any, **kwargs: Any):
+        gguf_path = gguf_checkpoint_file(pretrained_model_name_or_path, kwargs)
+        if gguf_path is not None:  # the exact tokenizer, rebuilt from the file's vocabulary (not transformers')
+            tokenizer_kwargs = {key: value for key, value in kwargs.items() if key != "gguf_file"}
+            return load_gguf_tokenizer(gguf_path, **tokenizer_kwargs)
         subfolder = kwargs.get("subfolder", "")
         path = Path(pretrained_model_name_or_path)
         if not path.exists() and not kwargs.get("gguf_file") and str(pretrained_model_name_or_path).count("/") == 1:

@@ -72,8 +72,9 @@ def check_params(params: Any, source: Any, error: type[Exception]) -> None:
         )
     if params.get("rope_theta") is not None:
         positive_number(params["rope_theta"], "rope_theta", source, error)
-    if params.get("max_seq_len") is not None:
-        integer(params["max_seq_len"], "max_seq_len", source, error, maximum=MAX_POSITIONS)
+    for name in ("max_seq_len", "max_position_embeddings"):
+        if params.get(name) is not None:
+            integer(params[name], name, source, error, maximum=MAX_POSITIONS)
     _check_window(params.get("sliding_window"), "sliding_window", source, error)
     if not isinstance(params.get("tied_embeddings", False), bool):
         shown = _shown(params["tied_embeddings"])

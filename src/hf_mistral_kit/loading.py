@@ -57,23 +57,35 @@ def load_model(
     `prepare_model_for_kbit_training` (frozen base, fp32 norms/embeddings, gradient checkpointing); otherwise it
     enables gradient checkpointing and input gradients. Either way the cache is off and padding is on the right.
     The preset's notes are logged at INFO level by `hf_mistral_kit.loading`.
+
+    GGUF files (llama.cpp's format) load too: `load_model(directory_or_hub_id, gguf_file="model.Q8_0.gguf")`, as
+    with transformers, or `load_model("path/to/model.gguf")`. Mixtral comes back with its experts, quantized files
+    dequantized (to float32, or to `dtype=` if passed), and the tokenizer is the exact kit tokenizer rebuilt from the
+    file's vocabulary.
     """
-    local_dir = _local_dir(name_or_path)
+    from .gguf import config_dict_from_gguf_file, gguf_checkpoint_file, load_gguf_tokenizer
+
+    gguf_path = gguf_checkpoint_file(name_or_path, overrides)
+    if gguf_path is not None:
+        overrides = {key: value for key, value in overrides.items() if key != "gguf_file"}
+        local_dir, model_description = None, config_dict_from_gguf_file(gguf_path)
+    else:
+        local_dir = model_description = _local_dir(name_or_path)
     resolved = resolve_preset(
         preset,
         hardware,
-        model=local_dir,
+        model=model_description,
         context_length=context_length,
         check_fit="device_map" not in overrides,
     )
     for note in resolved.notes:
-        logger.info("%s: %s", Path(name_or_path).name, note)
+        logger.info("%s: %s", Path(gguf_path or name_or_path).name, note)
     kwargs = {**resolved.kwargs, **overrides}
     if "device_map" in overrides and "max_memory" not in overrides:
         kwargs.pop("max_memory", None)
 
-    model = _model_class().from_pretrained(name_or_path, **kwargs)
-    tokenizer = load_tokenizer(local_dir)
+    model = _model_class().from_pretrained(gguf_path or name_or_path, **kwargs)
+    tokenizer = load_gguf_tokenizer(gguf_path) if gguf_path else load_tokenizer(local_dir)
 
     set_pad_token(tokenizer, model)
     tokenizer.padding_side = "right" if prepare_for_training else "left"

@@ -57,7 +57,7 @@ class ModelShape:
     @classmethod
     def from_config(cls, config: Any, *, mistral_only: bool = False) -> ModelShape:
         """From a `PretrainedConfig`, a config dict (HF `config.json` or Mistral's native `params.json`), a path to
-        either file or to a checkpoint directory holding one, or a Hub model id.
+        either file, to a GGUF file or to a checkpoint directory holding one, or a Hub model id.
 
         The numbers are validated first (`config_checks`): a ValueError names the field that is wrong. With
         `mistral_only`, configs of other model types (llama, ...) are refused too.
@@ -366,8 +366,13 @@ MAX_CONFIG_BYTES = 16 * 2**20
 
 
 def _read_config_file(path: str) -> dict:
-    """The config dict of a checkpoint directory, config file or Hub id, named after `path` as given."""
+    """The config dict of a checkpoint directory, config file, GGUF file or Hub id, named after `path` as given."""
     name = path
+    if os.path.isfile(path) and not path.endswith(".json"):  # the GGUF reader (and torch) only for what may be one
+        from .gguf import config_dict_from_gguf_file, is_gguf_file
+
+        if is_gguf_file(path):
+            return {**config_dict_from_gguf_file(path), "_name_or_path": os.path.basename(path)}
     if not os.path.exists(path):
         from transformers import AutoConfig  # a Hub id: fetch its config.json only
 

@@ -46,6 +46,8 @@ from .tokenizer import MistralSentencePieceTokenizer
 KIT_MISTRAL_MODEL_TYPE = "hf_mistral_kit_mistral"
 KIT_MIXTRAL_MODEL_TYPE = "hf_mistral_kit_mixtral"
 
+# Hub arguments, consumed once a GGUF file has been resolved.
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "token")
 # What `PreTrainedConfig._get_config_dict` consumes besides the path (hub and bookkeeping arguments).
 _CONFIG_LOADING_KWARGS = (
     "cache_dir",
@@ -70,21 +72,26 @@ class _KitConfigMixin:
 
     @classmethod
     def _get_config_dict(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):
+        from .gguf import config_dict_from_gguf_file, gguf_checkpoint_file
         from .native import config_dict_from_params, native_checkpoint_dir
 
-        directory = native_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
-        if directory is None:
+        gguf_path = gguf_checkpoint_file(pretrained_model_name_or_path, kwargs)
+        directory = None
+        if gguf_path is None:
+            directory = native_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
+        if gguf_path is None and directory is None:
             config_dict, kwargs = super()._get_config_dict(pretrained_model_name_or_path, **kwargs)
             if config_dict is None:
                 return None, kwargs
         else:
-            config_dict = config_dict_from_params(directory)
+            source = gguf_path or directory / "params.json"
+            config_dict = config_dict_from_gguf_file(gguf_path) if gguf_path else config_dict_from_params(directory)
             if config_dict["model_type"] != cls.upstream_model_type:
                 raise ValueError(
-                    f"{directory / 'params.json'} describes a {config_dict['model_type']} checkpoint, not a "
+                    f"{source} describes a {config_dict['model_type']} checkpoint, not a "
                     f"{cls.upstream_model_type} one: load it with hf_mistral_kit.AutoConfig / AutoModelForCausalLM."
                 )
-            for name in _CONFIG_LOADING_KWARGS:
+            for name in (*_CONFIG_LOADING_KWARGS, "gguf_file"):
                 kwargs.pop(name, None)
         return cls._with_kit_model_type(config_dict), kwargs
 
@@ -131,27 +138,33 @@ def to_kit_config(config: Any) -> KitMistralConfig | KitMixtralConfig:
 
 
 class _NativeCheckpointMixin:
-    """`from_pretrained` also accepts a Mistral native directory, loaded through the regular transformers path."""
+    """`from_pretrained` also accepts a Mistral native directory and (with `gguf_file=`, or a path to the file) a
+    Mistral/Mixtral GGUF, loaded through the regular transformers path."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, *model_args, **kwargs):
+        from .gguf import GGUFCheckpoint, gguf_checkpoint_file
         from .native import NativeCheckpoint, native_checkpoint_dir
 
+        gguf_path = gguf_checkpoint_file(pretrained_model_name_or_path, kwargs)
         directory = None
-        if pretrained_model_name_or_path is not None:
+        if gguf_path is None and pretrained_model_name_or_path is not None:
             directory = native_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
-        if directory is None:
+        if gguf_path is None and directory is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
-        kwargs.pop("subfolder", None)
+        for name in ("subfolder", "gguf_file", *_HUB_KWARGS):
+            kwargs.pop(name, None)
         output_loading_info = kwargs.pop("output_loading_info", False)
-        kwargs.setdefault("config", str(directory))  # the kit config reads params.json, applying config kwargs
-        with NativeCheckpoint(directory) as checkpoint:
+        source = gguf_path or directory
+        # The kit config reads params.json or the GGUF metadata, applying config kwargs.
+        kwargs.setdefault("config", str(source))
+        with GGUFCheckpoint(gguf_path) if gguf_path else NativeCheckpoint(directory) as checkpoint:
             model, loading_info = super().from_pretrained(
                 None, *model_args, state_dict=checkpoint.hf_state_dict(), output_loading_info=True, **kwargs
             )
         checkpoint.check_loading_info(loading_info, model)
-        model.name_or_path = model.config.name_or_path = str(directory)
+        model.name_or_path = model.config.name_or_path = str(source)
         checkpoint.apply_generation_config(model)
         return (model, loading_info) if output_loading_info else model
 

@@ -8,9 +8,12 @@ tokenizer file (`tokenizer.model.v3`, `tekken.json`, ...).
 Loading maps each native key to its transformers name and undoes Mistral's interleaved rotary layout of `wq`/`wk`
 (transformers rotates halves) lazily, tensor by tensor, as transformers' own loader reads the state dict: nothing is
 converted on disk, safetensors stay memory-mapped, and everything transformers does while loading (dtype casts,
-`device_map`, bitsandbytes quantization, Mixtral's expert merging) applies unchanged. Native Mixtral experts are
-handed over under transformers 4.x names (`block_sparse_moe.experts.N.w1`), which the kit Mixtral's registered
-conversion mapping already knows.
+`device_map`, bitsandbytes quantization, Mixtral's expert merging) applies unchanged. The `wq`/`wk` rows are read
+from the file straight into their rotate-half places (`read_rows`), so the permutation costs no copy beyond the read
+and native checkpoints load as fast as the Hugging Face layout. Native Mixtral experts are handed over under
+transformers 4.x names (`block_sparse_moe.experts.N.w1`), which the kit Mixtral's registered conversion mapping
+already knows; the first Mixtral release's stacked experts (`block_sparse_moe.w1/w2/w3`) are split into those.
+The name tables, shape checks and loading-report check here are shared by the GGUF reader (`hf_mistral_kit.gguf`).
 
 Problems are reported before any weight is read, naming the file, key or field and the fix: unreadable or truncated
 safetensors, missing `params.json` fields, unknown or missing keys, wrong shapes, `.pth` files holding anything but
@@ -146,7 +149,9 @@ def config_dict_from_params_dict(params: Any, source: str | os.PathLike = PARAMS
             "rope_theta": float(params.get("rope_theta") or DEFAULT_ROPE_THETA),
         },
         "sliding_window": int(sliding_window) if sliding_window is not None else None,
-        "max_position_embeddings": params.get("max_seq_len") or DEFAULT_MAX_POSITION_EMBEDDINGS,
+        "max_position_embeddings": params.get("max_position_embeddings")
+        or params.get("max_seq_len")
+        or DEFAULT_MAX_POSITION_EMBEDDINGS,
         "tie_word_embeddings": bool(params.get("tied_embeddings", False)),
     }
     moe = params.get("moe")
@@ -177,7 +182,10 @@ def params_from_config(config: Any) -> dict[str, Any]:
         "norm_eps": config.rms_norm_eps,
         "vocab_size": config.vocab_size,
         "rope_theta": rope.get("rope_theta", DEFAULT_ROPE_THETA),
+        # mistral-inference reads `max_seq_len`; Mistral's newer releases, vLLM (which otherwise assumes 128k) and
+        # llama.cpp's converter read `max_position_embeddings`.
         "max_seq_len": config.max_position_embeddings,
+        "max_position_embeddings": config.max_position_embeddings,
     }
     if config.sliding_window is not None:
         params["sliding_window"] = config.sliding_window
@@ -231,6 +239,10 @@ _HF_TO_NATIVE = [
         r"layers.\1.feed_forward.experts.\2.\3.weight",
     ),
 ]
+# The first Mixtral release (the December 2023 torrent, `consolidated.00.pth`) stacks each layer's experts in one
+# tensor per projection, without a `.weight` suffix: `block_sparse_moe.w1`/`w3` are [num_experts * hidden_dim, dim]
+# (expert E's rows E * hidden_dim ...), `w2` too, each expert's block being its `w2` transposed.
+_STACKED_EXPERTS = re.compile(_L + r"block_sparse_moe\.(w[123])")
 # transformers 5.x Mixtral layout (router under `mlp`, experts fused), brought back to 4.x names before export.
 _HF_FUSED_EXPERTS = re.compile(r"model\." + _L + r"mlp\.experts\.(gate_up_proj|down_proj)")
 _HF_ROUTER = re.compile(r"model\." + _L + r"mlp\.gate\.weight")
@@ -333,6 +345,21 @@ def rotary_to_native(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
     return weight.reshape(num_heads, 2, rows // num_heads // 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
+def rotary_row_order(rows: int, num_heads: int, to: Literal["hf", "native"]) -> list[int]:
+    """`order[r]`: the row that source row `r` lands on under `rotary_to_hf` (or `rotary_to_native`)."""
+    half = rows // num_heads // 2
+    order = []
+    for row in range(rows):
+        head, within = divmod(row, 2 * half)
+        if to == "hf":  # native (pair i, member j) -> hf (half j, position i)
+            pair, member = divmod(within, 2)
+            order.append(head * 2 * half + member * half + pair)
+        else:
+            member, pair = divmod(within, half)
+            order.append(head * 2 * half + pair * 2 + member)
+    return order
+
+
 def _rotary_heads(hf_key: str, config: Mapping[str, Any]) -> int | None:
     if hf_key.endswith("self_attn.q_proj.weight"):
         return config["num_attention_heads"]
@@ -366,15 +393,24 @@ class LazyTensor:
 
     It also speaks the protocol transformers' loader uses for safetensors slices in a state dict (`value[...]` to
     materialize, `dtype`, `is_floating_point()`), so a dict of these can be passed as `from_pretrained(state_dict=)`.
+
+    `location` (file, byte offset) is known for tensors stored raw in a file (safetensors). A row permutation
+    (`transform` with a `row_order`, e.g. the rotary reordering of `wq`/`wk`) is then applied while reading: the rows
+    are read from the file straight into their permuted places, so permuting costs no copy beyond the read itself and
+    the source pages are never mapped into the process.
     """
 
-    source: Any  # a safetensors slice or a torch.Tensor
+    source: Any  # a safetensors slice, a torch.Tensor, or any object whose `[index]` gives a tensor
     dtype: torch.dtype
     shape: tuple[int, ...]
     index: Any = Ellipsis
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    location: tuple[Path, int] | None = None
 
     def read(self) -> torch.Tensor:
+        row_order = getattr(self.transform, "row_order", None)
+        if row_order is not None and self.location is not None and self.index is Ellipsis and _CAN_READ_ROWS:
+            return read_rows(*self.location, self.dtype, self.shape, row_order(self.shape[0]))
         tensor = self.source[self.index]
         return self.transform(tensor) if self.transform is not None else tensor
 
@@ -385,7 +421,36 @@ class LazyTensor:
         return self.dtype.is_floating_point
 
     def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> LazyTensor:
-        return LazyTensor(self.source, self.dtype, self.shape, self.index, transform)
+        if self.transform is not None:
+            raise ValueError("LazyTensor already has a transform.")
+        return LazyTensor(self.source, self.dtype, self.shape, self.index, transform, self.location)
+
+    def sliced(self, index: Any, shape: tuple[int, ...]) -> LazyTensor:
+        """The part `index` (of the untransformed tensor) of this tensor, of shape `shape`."""
+        if self.index is not Ellipsis or self.transform is not None:
+            raise ValueError("Only a plain LazyTensor can be sliced.")
+        return LazyTensor(self.source, self.dtype, shape, index)
+
+
+# preadv scatters one contiguous read of the file into many buffers (the permuted rows) in one system call.
+_CAN_READ_ROWS = hasattr(os, "preadv") and sys.byteorder == "little"
+_IOV_MAX = (os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 0) or 1024
+
+
+def read_rows(path: Path, offset: int, dtype: torch.dtype, shape: tuple[int, ...], order: list[int]) -> torch.Tensor:
+    """Read the row-major tensor stored raw at `offset` in `path`, source row `r` landing on row `order[r]`."""
+    out = torch.empty(shape, dtype=dtype)
+    rows = shape[0]
+    row_bytes = math.prod(shape[1:]) * dtype.itemsize
+    destination = out.view(torch.uint8).reshape(rows, row_bytes).numpy()
+    buffers = [destination[row] for row in order]
+    with open(path, "rb", buffering=0) as stream:
+        for start in range(0, rows, _IOV_MAX):
+            chunk = buffers[start : start + _IOV_MAX]
+            read = os.preadv(stream.fileno(), chunk, offset + start * row_bytes)
+            if read != len(chunk) * row_bytes:
+                raise NativeCheckpointError(f"{path} ended early (truncated while being read?). Re-download it.")
+    return out
 
 
 class _TensorFiles:
@@ -413,13 +478,14 @@ class _TensorFiles:
             except (SafetensorError, OSError) as error:
                 raise NativeCheckpointError(f"{file} is not a readable safetensors file ({error}). {fix}") from error
             self._handles.append(handle)
+            offsets = _safetensors_offsets(file)
             names = handle.keys()
             for key in names:
                 part = handle.get_slice(key)
                 dtype = _SAFETENSORS_DTYPES.get(part.get_dtype())
                 if dtype is None:  # the header was checked; a file changed since is still not a crash
                     raise NativeCheckpointError(f"{file}: tensor {key!r} has dtype {part.get_dtype()}, unsupported.")
-                yield key, LazyTensor(part, dtype, tuple(part.get_shape()))
+                yield key, LazyTensor(part, dtype, tuple(part.get_shape()), location=(file, offsets[key]))
             return
         yield from _load_pth(file, fix)
 
@@ -478,6 +544,15 @@ def _header_entry_end(name: str, entry: Any) -> int:
     return offsets[1]
 
 
+def _safetensors_offsets(file: Path) -> dict[str, int]:
+    """Where each tensor's data starts in a safetensors file whose header `safe_open` has already accepted."""
+    with open(file, "rb") as stream:
+        (header_size,) = struct.unpack("<Q", stream.read(8))
+        header = json.loads(stream.read(header_size))
+    start = 8 + header_size
+    return {name: start + entry["data_offsets"][0] for name, entry in header.items() if name != "__metadata__"}
+
+
 def _load_pth(file: Path, fix: str) -> Iterator[tuple[str, LazyTensor]]:
     try:
         try:
@@ -523,6 +598,122 @@ def _native_weight_files(directory: Path) -> list[Path]:
 # --- loading ----------------------------------------------------------------------------------------------------
 
 
+def unstack_experts(native: Mapping[str, LazyTensor], config: Mapping[str, Any], source: Any) -> dict[str, LazyTensor]:
+    """Split the first Mixtral release's stacked experts (`layers.N.block_sparse_moe.w1/w2/w3`, see
+    `_STACKED_EXPERTS`) into per-expert tensors (`...experts.E.w1.weight`); every other tensor is kept."""
+    result = {}
+    for key, tensor in native.items():
+        match = _STACKED_EXPERTS.fullmatch(key)
+        if match is None:
+            result[key] = tensor
+            continue
+        layer, name = match.groups()
+        experts, inter, hidden = config.get("num_local_experts"), config["intermediate_size"], config["hidden_size"]
+        if experts is None or tensor.shape != (experts * inter, hidden):
+            planned = f"[{experts} * {inter}, {hidden}]" if experts else "a Mixtral params.json with `moe`"
+            raise NativeCheckpointError(
+                f"{source}: stacked expert weight {key!r} has shape {list(tensor.shape)}, expected {planned} "
+                "(num_experts * hidden_dim, dim) from params.json."
+            )
+        for expert in range(experts):
+            rows = slice(expert * inter, (expert + 1) * inter)
+            part = tensor.sliced((rows,), (inter, hidden))
+            if name == "w2":  # stored transposed
+                part = LazyTensor(part.source, part.dtype, (hidden, inter), part.index, _transpose)
+            result[f"layers.{layer}.feed_forward.experts.{expert}.{name}.weight"] = part
+    return result
+
+
+def _transpose(weight: torch.Tensor) -> torch.Tensor:
+    return weight.t().contiguous()
+
+
+def hf_tensors_from_native(
+    native: Mapping[str, LazyTensor],
+    config: Mapping[str, Any],
+    source: Any,
+    described_by: str = PARAMS_FILE,
+    display: Callable[[str], str] = str,
+) -> dict[str, LazyTensor]:
+    """Native-named tensors under transformers names, `wq`/`wk` reordered to the rotate-half layout (lazily).
+
+    Every key and shape is checked against `config` (a transformers config dict, as `config_dict_from_params`
+    gives) first: unknown, extra and missing weights and wrong shapes raise `NativeCheckpointError` naming the weight
+    (as `display(native_key)` spells it), `source` and what `described_by` should say. Mixtral experts keep their 4.x
+    per-expert names (`block_sparse_moe.experts.E.w1.weight`).
+    """
+    count = expected_weight_count(config)
+    # The table below has one entry per expected weight: bound it by what the checkpoint holds before building it.
+    if count > len(native) + 16:
+        raise NativeCheckpointError(
+            f"{described_by} describes a model of {count} weights ({config['num_hidden_layers']} layers"
+            f"{_experts_note(config)}), but {source} holds {len(native)}: check the number of layers and experts "
+            "there, or re-download the checkpoint."
+        )
+    expected = expected_hf_shapes(config)
+    unknown = [display(key) for key in native if _rename(key, _NATIVE_TO_HF) is None]
+    if unknown:
+        raise NativeCheckpointError(
+            f"{source}: unknown weight name(s) {_listed(unknown)}. Mistral/Mixtral native weights are "
+            "tok_embeddings, norm, output and layers.N.{attention.wq/wk/wv/wo, attention_norm, ffn_norm, "
+            "feed_forward.w1/w2/w3 or feed_forward.gate + feed_forward.experts.E.w1/w2/w3}; other models "
+            "(vision, LoRA adapters) are not supported."
+        )
+    hf_tensors = {}
+    for key, tensor in native.items():
+        hf_key = _rename(key, _NATIVE_TO_HF)
+        if hf_key not in expected:
+            raise NativeCheckpointError(
+                f"{source}: weight {display(key)!r} does not fit the model {described_by} describes (check the "
+                "number of layers and experts and whether embeddings are tied there)."
+            )
+        if tensor.shape != expected[hf_key]:
+            raise NativeCheckpointError(
+                f"{source}: weight {display(key)!r} has shape {list(tensor.shape)}, but {described_by} implies "
+                f"{list(expected[hf_key])}: check dim, head_dim, hidden_dim, n_heads, n_kv_heads and vocab_size."
+            )
+        heads = _rotary_heads(hf_key, config)
+        hf_tensors[hf_key] = tensor if heads is None else tensor.with_transform(_RotaryToHF(heads))
+    missing = [display(_rename(key, _HF_TO_NATIVE)) for key in expected if key not in hf_tensors]
+    if missing:
+        raise NativeCheckpointError(
+            f"{source}: missing weight(s) {_listed(missing)} that {described_by} implies; the checkpoint is "
+            "incomplete (re-download it) or its description belongs to another model."
+        )
+    return hf_tensors
+
+
+def check_loading_info(loading_info: Mapping[str, Any], model: Any, source: Any, described_by: Any) -> None:
+    """Raise unless transformers filled every weight of `model` that the checkpoint `source` has.
+
+    A task head the checkpoint has no weights for (e.g. `score` of a sequence classifier) stays freshly initialised,
+    and a base model drops `output.weight`, as with Hugging Face checkpoints.
+    """
+    prefix = model.base_model_prefix + "."
+    is_base_model = not hasattr(model, model.base_model_prefix)
+    problems = {
+        "missing": sorted(
+            key
+            for key in loading_info.get("missing_keys", ())
+            if is_base_model or key.startswith(prefix) or key == "lm_head.weight"
+        ),
+        "unexpected": sorted(
+            key
+            for key in loading_info.get("unexpected_keys", ())
+            if key != "lm_head.weight" or hasattr(model, "lm_head")
+        ),
+        "mismatched": sorted(str(item) for item in loading_info.get("mismatched_keys", ())),
+        "not converted": sorted(loading_info.get("conversion_errors", {}) or ()),
+    }
+    problems = {kind: keys for kind, keys in problems.items() if keys}
+    if problems:
+        details = "; ".join(f"{kind}: {', '.join(keys[:5])}" for kind, keys in problems.items())
+        raise NativeCheckpointError(
+            f"Loading {source} did not fill the model ({details}). The model config passed to from_pretrained must "
+            f"match {described_by}."
+        )
+
+
 class NativeCheckpoint:
     """A validated native checkpoint directory, exposing its weights under transformers names (read lazily).
 
@@ -538,87 +729,20 @@ class NativeCheckpoint:
         self._files = _TensorFiles(files, fix)  # reads and checks the headers (and file sizes) only
         try:
             _check_size(self.config, files, self.directory / PARAMS_FILE)
-            self._hf_tensors = self._map_to_hf(self._files.tensors)
+            self.native_tensors = unstack_experts(self._files.tensors, self.config, self.directory)
+            self._hf_tensors = hf_tensors_from_native(
+                self.native_tensors, self.config, self.directory, self.directory / PARAMS_FILE
+            )
         except NativeCheckpointError:
             self.close()
             raise
-
-    def _map_to_hf(self, native: Mapping[str, LazyTensor]) -> dict[str, LazyTensor]:
-        params = self.directory / PARAMS_FILE
-        count = expected_weight_count(self.config)
-        # The table below has one entry per expected weight: bound it by what the files hold (a stacked expert
-        # tensor stands for num_experts entries) before building it.
-        if count > len(native) * max(1, self.config.get("num_local_experts") or 1) + 16:
-            raise NativeCheckpointError(
-                f"{params} describes a model of {count} weights ({self.config['num_hidden_layers']} layers"
-                f"{_experts_note(self.config)}), but {self.directory} holds {len(native)}: check n_layers and "
-                "moe.num_experts there, or re-download the checkpoint."
-            )
-        expected = expected_hf_shapes(self.config)
-        unknown = [key for key in native if _rename(key, _NATIVE_TO_HF) is None]
-        if unknown:
-            raise NativeCheckpointError(
-                f"{self.directory}: unknown weight name(s) {_listed(unknown)}. Mistral/Mixtral native weights are "
-                "tok_embeddings, norm, output and layers.N.{attention.wq/wk/wv/wo, attention_norm, ffn_norm, "
-                "feed_forward.w1/w2/w3 or feed_forward.gate + feed_forward.experts.E.w1/w2/w3}; other models "
-                "(vision, LoRA adapters) are not supported."
-            )
-        hf_tensors = {}
-        for key, tensor in native.items():
-            hf_key = _rename(key, _NATIVE_TO_HF)
-            if hf_key not in expected:
-                raise NativeCheckpointError(
-                    f"{self.directory}: weight {key!r} does not fit the model {params} describes (check n_layers, "
-                    "moe.num_experts and tied_embeddings there)."
-                )
-            if tensor.shape != expected[hf_key]:
-                raise NativeCheckpointError(
-                    f"{self.directory}: weight {key!r} has shape {list(tensor.shape)}, but {params} implies "
-                    f"{list(expected[hf_key])}: check dim, head_dim, hidden_dim, n_heads, n_kv_heads and vocab_size."
-                )
-            heads = _rotary_heads(hf_key, self.config)
-            hf_tensors[hf_key] = tensor if heads is None else tensor.with_transform(_RotaryToHF(heads))
-        missing = [_rename(key, _HF_TO_NATIVE) for key in expected if key not in hf_tensors]
-        if missing:
-            raise NativeCheckpointError(
-                f"{self.directory}: missing weight(s) {_listed(missing)} that {params} implies; the checkpoint is "
-                "incomplete (re-download it) or params.json belongs to another model."
-            )
-        return hf_tensors
 
     def hf_state_dict(self) -> dict[str, LazyTensor]:
         """Weights under transformers names (Mixtral experts per expert, 4.x names), read when first indexed."""
         return dict(self._hf_tensors)
 
     def check_loading_info(self, loading_info: Mapping[str, Any], model: Any) -> None:
-        """Raise unless transformers filled every weight of `model` this checkpoint has.
-
-        A task head the native layout has no weights for (e.g. `score` of a sequence classifier) stays freshly
-        initialised, and a base model drops `output.weight`, as with Hugging Face checkpoints.
-        """
-        prefix = model.base_model_prefix + "."
-        is_base_model = not hasattr(model, model.base_model_prefix)
-        problems = {
-            "missing": sorted(
-                key
-                for key in loading_info.get("missing_keys", ())
-                if is_base_model or key.startswith(prefix) or key == "lm_head.weight"
-            ),
-            "unexpected": sorted(
-                key
-                for key in loading_info.get("unexpected_keys", ())
-                if key != "lm_head.weight" or hasattr(model, "lm_head")
-            ),
-            "mismatched": sorted(str(item) for item in loading_info.get("mismatched_keys", ())),
-            "not converted": sorted(loading_info.get("conversion_errors", {}) or ()),
-        }
-        problems = {kind: keys for kind, keys in problems.items() if keys}
-        if problems:
-            details = "; ".join(f"{kind}: {', '.join(keys[:5])}" for kind, keys in problems.items())
-            raise NativeCheckpointError(
-                f"Loading {self.directory} did not fill the model ({details}). The model config passed to "
-                f"from_pretrained must match {self.directory / PARAMS_FILE}."
-            )
+        check_loading_info(loading_info, model, self.directory, self.directory / PARAMS_FILE)
 
     def apply_generation_config(self, model: Any) -> None:
         """Use the directory's `generation_config.json` when it has one (native releases usually do not)."""
@@ -644,6 +768,9 @@ class _RotaryToHF:
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         return rotary_to_hf(weight, self.num_heads)
 
+    def row_order(self, rows: int) -> list[int]:
+        return rotary_row_order(rows, self.num_heads, "hf")
+
 
 @dataclass(frozen=True)
 class _RotaryToNative:
@@ -652,22 +779,39 @@ class _RotaryToNative:
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         return rotary_to_native(weight, self.num_heads)
 
+    def row_order(self, rows: int) -> list[int]:
+        return rotary_row_order(rows, self.num_heads, "native")
+
 
 # --- conversion -------------------------------------------------------------------------------------------------
 
 
-def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, to: Literal["hf", "native"]) -> Path:
-    """Convert a checkpoint directory between the Hugging Face and Mistral native layouts, tensor by tensor.
+def convert_checkpoint(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    to: Literal["hf", "native", "gguf"],
+    dtype: Literal["f32", "f16", "bf16", "q8_0"] | None = None,
+) -> Path:
+    """Convert a checkpoint directory between the Hugging Face and Mistral native layouts, or to a GGUF file.
 
     `to="native"` reads an HF Mistral/Mixtral directory (`config.json` + safetensors, experts fused or per expert) and
     writes `params.json` + `consolidated.safetensors`; `to="hf"` reads a native directory and writes `config.json`,
     `generation_config.json` and `model.safetensors` (Mixtral experts per expert, as `save_pretrained` writes them).
-    Tokenizer files are copied along. Peak memory is about one tensor: weights are read from memory maps and written
-    out one at a time. `dst` must not exist yet (or be empty); it only appears once the conversion has succeeded.
+    Tokenizer files are copied along. `to="gguf"` reads either layout (kit-saved folders included) and writes the
+    llama.cpp file `dst` (see `hf_mistral_kit.gguf.write_gguf`) with weights in `dtype` ("f32", "f16", "bf16",
+    "q8_0"; default: the checkpoint's own float type). Peak memory is about one tensor (one layer's experts for a
+    Mixtral GGUF): weights are read from memory maps and written out one at a time. `dst` must not exist yet (or be an
+    empty directory); it only appears once the conversion has succeeded.
     """
     src, dst = Path(src), Path(dst)
+    if to == "gguf":
+        from .gguf import convert_to_gguf
+
+        return convert_to_gguf(src, dst, dtype)
     if to not in ("hf", "native"):
-        raise ValueError(f"to must be 'hf' or 'native', got {to!r}.")
+        raise ValueError(f"to must be 'hf', 'native' or 'gguf', got {to!r}.")
+    if dtype is not None:
+        raise ValueError("dtype only applies to to='gguf'; the safetensors layouts keep the weights' dtype.")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst} already exists and is not empty; pick a new destination.")
     if not src.is_dir():
@@ -857,6 +1001,15 @@ def write_native(hf_tensors: Mapping[str, torch.Tensor | LazyTensor], config: An
     prefix-less or sequence-classification state dict is rejected (the native layout is a causal LM).
     """
     dst = Path(dst)
+    native = native_tensors_from_hf(hf_tensors, config)
+    dst.mkdir(parents=True, exist_ok=True)
+    write_safetensors(dst / NATIVE_SAFETENSORS, sorted(native.items(), key=lambda item: _natural_key(item[0])))
+    (dst / PARAMS_FILE).write_text(json.dumps(params_from_config(config), indent=2) + "\n")
+
+
+def native_tensors_from_hf(hf_tensors: Mapping[str, torch.Tensor | LazyTensor], config: Any) -> dict[str, LazyTensor]:
+    """Transformers-named tensors of a causal LM described by `config` under native names (experts per expert),
+    `wq`/`wk` in Mistral's interleaved rotary layout, after checking every key and shape (lazily read)."""
     config_dict = {**config.to_dict(), "head_dim": config.head_dim}
     expected = expected_hf_shapes(config_dict)
     tensors = {key: _as_lazy(value) for key, value in hf_tensors.items() if not key.endswith("rotary_emb.inv_freq")}
@@ -882,9 +1035,7 @@ def write_native(hf_tensors: Mapping[str, torch.Tensor | LazyTensor], config: An
     missing = [key for key in expected if key not in per_expert]
     if missing:
         raise NativeCheckpointError(f"Cannot export: the checkpoint lacks {_listed(missing)}.")
-    dst.mkdir(parents=True, exist_ok=True)
-    write_safetensors(dst / NATIVE_SAFETENSORS, sorted(native.items(), key=lambda item: _natural_key(item[0])))
-    (dst / PARAMS_FILE).write_text(json.dumps(params_from_config(config), indent=2) + "\n")
+    return native
 
 
 def _to_per_expert_names(tensors: dict[str, LazyTensor], config: Mapping[str, Any]) -> dict[str, LazyTensor]:

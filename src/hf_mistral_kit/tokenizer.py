@@ -9,14 +9,14 @@ and gives it the kit's exact chat template. Two kinds of files, one class each o
 plain `tokenizers` pipeline cannot do on its own, and how:
 
 - SentencePiece always writes its dummy prefix "▁", also before text that starts with a space; transformers'
-  `Metaspace` pre-tokenizer skips it then ("  x" must be "▁▁", "▁x"). The prefix is written by the normalizer and
-  the pre-tokenizer only removes it where SentencePiece would not have written one.
+  `Metaspace` pre-tokenizer skips it then ("  x" must be "▁▁", "▁x"). The kit's pipeline writes it there too.
 - Tokenizer v1 (Mistral-7B v0.1/v0.2, Mixtral-8x7B) gives every text segment between special tokens its own
   prefix (`legacy=True`); v2/v3/v7 only the text at the very start of the input, and templates write the space after
   control tokens themselves (`legacy=False`).
-- No piece holds "▁" after another character, so splitting the text before every "▁" that follows another
-  character changes nothing but lets `tokenizers` cache words, which is where its speed comes from.
+- BPE runs over each whole text segment, as in SentencePiece, with merges ranked by piece score, then id.
 - User-defined pieces (`[REFERENCE_DOC_0]` ... of v3) are emitted whole wherever they appear, as SentencePiece does.
+  `tokenizers` places the dummy prefix after matching them, so a text that starts with one gets no "▁" before it;
+  the kit's class adds it (`tokenizer.json` alone cannot).
 
 `MistralTekkenTokenizer`, for tekken.json (Mistral-Nemo and later: tokenizer v3, v7, v11, v13; `build_tekken_backend`):
 tiktoken's byte-level BPE, reproduced exactly - the file's own pre-tokenizer regex, merges ranked by the rank of the
@@ -88,7 +88,7 @@ VERSION_KEY = "mistral_version"
 # What a saved tokenizer_config.json names: stock transformers (4.x and 5.x) loads tokenizer.json verbatim with it.
 SAVED_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 # SentencePiece piece types (sentencepiece_model.proto).
-_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _BYTE = 1, 2, 3, 4, 6
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED = 1, 2, 3, 4
 _SPACE = "▁"
 
 
@@ -130,7 +130,7 @@ def _merges(proto: Any) -> list[tuple[str, str]]:
     """BPE merges in SentencePiece's order: by the score of the merged piece, then by its id.
 
     The whitespace-only pieces (`▁▁`, `▁▁▁▁`, ...) all score the same and SentencePiece breaks that tie by position;
-    ranking them by id reproduces its result on runs of "▁" of every length (the tests check runs up to 400).
+    ranking them by id reproduces its result on runs of "▁" of every length (the tests check runs up to 260).
     """
     normal = {piece.piece: (piece.score, i) for i, piece in enumerate(proto.pieces) if piece.type == _NORMAL}
     ranked = []
@@ -155,32 +155,26 @@ def build_backend(proto: Any, legacy: bool) -> Tokenizer:
     if spec.precompiled_charsmap or spec.remove_extra_whitespaces or not spec.add_dummy_prefix:
         raise ValueError("This SentencePiece model normalizes text differently from Mistral's; it is not supported.")
     vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
-    if re.search(f"[^{_SPACE}\0]{_SPACE}", "\0".join(vocab)):
-        raise ValueError("A piece holds '▁' after another character: the whitespace split would not be exact.")
     unk = proto.pieces[proto.trainer_spec.unk_id].piece
     tokenizer = Tokenizer(BPE(vocab=vocab, merges=_merges(proto), unk_token=unk, fuse_unk=True, byte_fallback=True))
 
     user_defined = [piece.piece for piece in proto.pieces if piece.type == _USER_DEFINED]
-    # Spaces stay spaces until the prefix has been placed, so that "▁" marks nothing but the prefix.
-    steps = [normalizers.Replace(_SPACE, " "), normalizers.Prepend(_SPACE)]
-    if user_defined:
-        # A user-defined piece is also normalized as an added token: keep the prefix off the piece on its own.
-        steps.append(normalizers.Replace(Regex(rf"\A{_SPACE}(?=(?:{_alternation(user_defined)})\z)"), ""))
-    tokenizer.normalizer = normalizers.Sequence(steps)
-    split = []
-    if not legacy:
-        split += [
-            # Only the text at offset 0 keeps its prefix: mark it with a space (no other space is left) ...
-            pre_tokenizers.Metaspace(replacement=" ", prepend_scheme="first", split=False),
-            # ... drop the prefix of every other segment, then the marking space.
-            pre_tokenizers.Split(Regex(f"^{_SPACE}"), behavior="removed"),
-            pre_tokenizers.Split(Regex(f"^ (?={_SPACE})"), behavior="removed"),
-        ]
-    split += [
-        pre_tokenizers.Metaspace(replacement=_SPACE, prepend_scheme="never", split=False),
-        pre_tokenizers.Split(Regex(f"(?<=[^{_SPACE}])(?={_SPACE})"), behavior="isolated"),
-    ]
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(split)
+    if legacy:
+        if user_defined:
+            raise ValueError("A tokenizer v1 with user-defined pieces is not a Mistral tokenizer; it is not supported.")
+        # Every segment between added tokens gets the dummy prefix, also one that starts with a space.
+        tokenizer.normalizer = normalizers.Sequence([normalizers.Replace(" ", _SPACE), normalizers.Prepend(_SPACE)])
+    else:
+        # Only the text at offset 0 gets it. `Metaspace` checks whether the text already starts with its replacement
+        # character, so it writes a plain space there (no other space is left by then), which becomes "▁" next.
+        tokenizer.normalizer = normalizers.Replace(" ", _SPACE)
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Metaspace(replacement=" ", prepend_scheme="first", split=False),
+                pre_tokenizers.Metaspace(replacement=_SPACE, prepend_scheme="never", split=False),
+            ]
+        )
+    # No split into words: SentencePiece runs BPE over each whole text segment, and so does this.
     tokenizer.decoder = decoders.Sequence(
         [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
@@ -198,10 +192,6 @@ def _serialized_backend(proto_bytes: bytes, legacy: bool) -> str:
     from sentencepiece import sentencepiece_model_pb2
 
     return build_backend(sentencepiece_model_pb2.ModelProto.FromString(proto_bytes), legacy).to_str()
-
-
-def _alternation(strings: Iterable[str]) -> str:
-    return "|".join(re.escape(s) for s in sorted(strings, key=len, reverse=True))
 
 
 # --- the exact tekken pipeline -------------------------------------------------------------------------------
@@ -367,8 +357,10 @@ class ControlTokenEscaper:
         if any(_MARK <= ch <= _LITERAL or ord(ch) >= _CODES for t in tokens for ch in t):
             raise ValueError("Added tokens must not contain U+E000, U+E001 or plane-15 private-use characters.")
         self.singles = {t: chr(_CODES + i) for i, t in enumerate(t for t in tokens if len(t) == 1)}
-        self._decoded = {code: t for t, code in self.singles.items()}
+        self._decoded = {_LITERAL: _MARK, **{code: t for t, code in self.singles.items()}}
         self._starts = re.compile(f"(?=(?:{_trie_pattern(tokens)}))") if tokens else None
+        # Most text holds none of the characters tokens start with: one scan decides that.
+        self._first_chars = re.compile(f"[{''.join(sorted({re.escape(t[0]) for t in tokens}))}]") if tokens else None
 
     def escape(self, value: Any) -> Any:
         """`value` with every string in it (dict keys included) escaped; other values returned as they are.
@@ -386,14 +378,14 @@ class ControlTokenEscaper:
             if isinstance(source, str):
                 parent[key] = self.escape_text(source)
             elif isinstance(source, Mapping):
-                copy = parent[key] = {}
+                escaped = parent[key] = {}
                 for item_key, item in source.items():
                     item_key = self.escape_text(item_key) if isinstance(item_key, str) else item_key
-                    copy[item_key] = None
-                    stack.append((item, copy, item_key))
+                    escaped[item_key] = None
+                    stack.append((item, escaped, item_key))
             elif isinstance(source, (list, tuple)):
-                copy = parent[key] = [None] * len(source)
-                stack.extend((item, copy, index) for index, item in enumerate(source))
+                escaped = parent[key] = [None] * len(source)
+                stack.extend((item, escaped, index) for index, item in enumerate(source))
             else:
                 parent[key] = source
         return root[0]
@@ -401,7 +393,7 @@ class ControlTokenEscaper:
     def escape_text(self, text: str) -> str:
         if _MARK in text:
             text = text.replace(_MARK, _MARK + _LITERAL)
-        if self._starts is None:
+        if self._starts is None or not self._first_chars.search(text):
             return text
         starts = [m.start() for m in self._starts.finditer(text)]
         if not starts:
@@ -416,15 +408,15 @@ class ControlTokenEscaper:
         return "".join(out)
 
     def unescape(self, text: str) -> str:
+        """`escape` undone, as `normalizer` undoes it: a mark stands for a U+E000 before _LITERAL, for a
+        one-character token before its code, and for nothing otherwise (the character after it is not part of it)."""
         if _MARK not in text:
             return text
-        return re.sub(f"{_MARK}(.?)", self._unescape_one, text, flags=re.DOTALL)
+        return self._marks.sub(lambda match: self._decoded.get(match.group(1), ""), text)
 
-    def _unescape_one(self, match: re.Match) -> str:
-        following = match.group(1)
-        if following == _LITERAL:
-            return _MARK
-        return self._decoded.get(following, following)
+    @cached_property
+    def _marks(self) -> re.Pattern:
+        return re.compile(f"{_MARK}([{_LITERAL}{''.join(self._decoded)}])?")
 
     def normalizer(self) -> Any:
         """Normalizer steps that undo `escape`, to run before the tokenizer's own normalizer."""
@@ -745,34 +737,27 @@ class MistralSentencePieceTokenizer(MistralTokenizerBase):
     # -- the one text tokenizer.json cannot get right -------------------------------------------------------------
 
     @cached_property
-    def _user_defined(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(user-defined pieces, special token spellings): the pieces are normalized added tokens."""
-        added = self._tokenizer.get_added_tokens_decoder().values()
-        return tuple(t.content for t in added if t.normalized), tuple(t.content for t in added if not t.normalized)
+    def _user_defined(self) -> tuple[str, ...]:
+        """The user-defined pieces: normalized added tokens (`build_backend`)."""
+        return tuple(t.content for t in self._tokenizer.get_added_tokens_decoder().values() if t.normalized)
 
-    def _piece_is_first_segment(self, text: str, split_special_tokens: bool) -> bool:
-        """Whether the text segment at offset 0 of `text` is exactly a user-defined piece: SentencePiece writes its
-        dummy prefix before the piece, but the normalized form of that segment is the piece's own, so `tokenizers`
-        matches the piece without it. Only the kit's class corrects this (see `_PrefixBeforePiece`)."""
-        pieces, specials = self._user_defined
-        if not pieces or not text.startswith(pieces):
-            return False
-        rests = (text[len(piece) :] for piece in pieces if text.startswith(piece))
-        return any(rest == "" or (not split_special_tokens and rest.startswith(specials)) for rest in rests)
+    def _starts_with_piece(self, text: str) -> bool:
+        """Whether `text` starts with a user-defined piece: SentencePiece writes its dummy prefix before the piece,
+        but `tokenizers` matches added tokens before it places the prefix, so it writes none. Only the kit's class
+        corrects this (see `_PrefixBeforePiece`)."""
+        return bool(self._user_defined) and text.startswith(self._user_defined)
 
     def _encode_plus(self, text: Any, text_pair: Any = None, *args: Any, **kwargs: Any) -> BatchEncoding:
-        split = kwargs.get("split_special_tokens")
-        split = self.split_special_tokens if split is None else split
         texts = text if isinstance(text, (list, tuple)) else [text]
         if (
-            self._user_defined[0]
+            self._user_defined
             and text_pair is None
             and not kwargs.get("is_split_into_words")
             and all(isinstance(t, str) for t in texts)
-            and any(self._piece_is_first_segment(t, split) for t in texts)
+            and any(self._starts_with_piece(t) for t in texts)
         ):
             backend = self._tokenizer
-            self._tokenizer = _PrefixBeforePiece(backend, lambda t: self._piece_is_first_segment(t, split))
+            self._tokenizer = _PrefixBeforePiece(backend, self._starts_with_piece)
             try:
                 return super()._encode_plus(text, text_pair, *args, **kwargs)
             finally:
@@ -885,8 +870,8 @@ def _overlap_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) 
 
 
 class _PrefixBeforePiece:
-    """The backend for one `_encode_plus` call whose texts start with a user-defined piece as their whole first
-    segment: those get SentencePiece's dummy prefix token before the piece; everything else passes through."""
+    """The backend for one `_encode_plus` call with texts that start with a user-defined piece: those get
+    SentencePiece's dummy prefix token before the piece; everything else passes through."""
 
     def __init__(self, backend: Tokenizer, affected: Any):
         object.__setattr__(self, "_backend", backend)
@@ -1026,9 +1011,10 @@ def load_tokenizer(path: str | os.PathLike, **kwargs: Any) -> MistralTokenizerBa
     `add_bos_token`, `model_max_length`, ...), as for `from_pretrained`.
     """
     path = Path(path)
-    if path.is_file():
-        tokenizer = _from_mistral_file(path, kwargs)
-        tokenizer.chat_template = get_chat_template(tokenizer.kit_template)
+    if path.is_file():  # the file, with what its folder adds on top of it (ChatML's tokens, a pad token, ...)
+        config = _read_json(path.parent / "tokenizer_config.json")
+        tokenizer = _from_mistral_directory(path.parent, path, config, kwargs)
+        _set_template(tokenizer, path.parent, config, kwargs)
         return tokenizer
     if not path.is_dir():
         raise FileNotFoundError(f"Tokenizer file {path} does not exist.")

@@ -133,13 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = command(
         "convert",
-        "convert a checkpoint between Hugging Face and Mistral's native layout",
+        "convert a checkpoint between Hugging Face and Mistral's native layout, or to GGUF",
         "Convert SRC to DST tensor by tensor: --to native writes params.json + consolidated.safetensors, --to hf "
-        "writes config.json + model.safetensors. Tokenizer files are carried over.",
+        "writes config.json + model.safetensors (tokenizer files are carried over), --to gguf writes one llama.cpp "
+        "file DST.gguf (weights in --dtype, tokenizer and chat template included).",
     )
     convert.add_argument("src", metavar="SRC", help="checkpoint directory")
-    convert.add_argument("dst", metavar="DST", help="output directory (must not exist or be empty)")
-    convert.add_argument("--to", required=True, choices=("hf", "native"), help="target layout")
+    convert.add_argument("dst", metavar="DST", help="output directory (must not exist or be empty), or DST.gguf")
+    convert.add_argument("--to", required=True, choices=("hf", "native", "gguf"), help="target format")
+    convert.add_argument(
+        "--dtype",
+        choices=("f32", "f16", "bf16", "q8_0"),
+        help="GGUF weight type (default: the checkpoint's own float type)",
+    )
     return parser
 
 

@@ -1,4 +1,4 @@
-"""`hf-mistral-kit convert`: a checkpoint from Hugging Face layout to Mistral's native one, or back."""
+"""`hf-mistral-kit convert`: a checkpoint from Hugging Face layout to Mistral's native one or back, or to GGUF."""
 
 from __future__ import annotations
 
@@ -19,8 +19,16 @@ def run(args: argparse.Namespace) -> int:
     if not src.is_dir():
         raise CLIError(f"{src} is not a directory; SRC is a checkpoint directory.")
     dst = Path(args.dst).expanduser()
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+    dtype = getattr(args, "dtype", None)
+    if args.to == "gguf":
+        if dst.exists():
+            raise CLIError(f"{dst} already exists; choose a new DST.")
+        if dst.suffix != ".gguf":
+            raise CLIError(f"DST {dst} is a GGUF file: give it the .gguf suffix.")
+    elif dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise CLIError(f"{dst} already exists and is not an empty directory; choose a new DST.")
+    elif dtype is not None:
+        raise CLIError("--dtype applies to --to gguf; the safetensors layouts keep the weights' dtype.")
     if dst.resolve() == src.resolve():
         raise CLIError("SRC and DST are the same directory.")
     model_shape(model_config(str(src)), args.src)  # a config that cannot describe a model fails here, named
@@ -28,14 +36,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            written = convert_checkpoint(src, dst, to=args.to)
+            written = convert_checkpoint(src, dst, to=args.to, dtype=dtype)
     except FileNotFoundError as error:
         raise CLIError(str(error), ExitCode.MISSING) from None
     except (ValueError, KeyError, OSError) as error:
         raise CLIError(f"cannot convert {src}: {error}") from None
-    for warning in caught:
-        if "left behind by an interrupted" in str(warning.message):
+    for warning in caught:  # the kit's own (a staging folder cleaned up, a sliding window GGUF cannot store)
+        if issubclass(warning.category, UserWarning) and type(warning.message) is UserWarning:
             print(f"note: {warning.message}", file=sys.stderr)
-    layout = "Hugging Face" if args.to == "hf" else "native"
-    print(f"wrote the {layout} checkpoint {written or dst} in {time.perf_counter() - start:.1f} s.")
+    layout = {"hf": "Hugging Face checkpoint", "native": "native checkpoint", "gguf": "GGUF file"}[args.to]
+    print(f"wrote the {layout} {written or dst} in {time.perf_counter() - start:.1f} s.")
     return ExitCode.OK

@@ -1,0 +1,559 @@
+"""GGUF in and out: round trips against the original model, Mixtral's experts, exact tokenizers, and refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter, dequantize, quantize
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sentencepiece import SentencePieceProcessor
+from sentencepiece import sentencepiece_model_pb2 as pb
+from transformers import AutoModelForCausalLM
+from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+
+import hf_mistral_kit as kit
+from chats import conversations, reference_ids, text
+from hf_mistral_kit.gguf import (
+    GGUFError,
+    gguf_reader,
+    read_gguf_metadata,
+    tokenizer_files_from_gguf_fields,
+    tokenizer_from_gguf_fields,
+)
+
+Q8_0, Q4_K, Q6_K = GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K
+SMALL = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+
+
+@pytest.fixture(autouse=True)
+def _no_progress_bars():
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    yield
+    logging.enable_progress_bar()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("gguf")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kit_cache(tmp_path_factory):
+    """Rebuilt GGUF tokenizers go to the kit's cache: a temporary one here, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_MISTRAL_KIT_CACHE", str(tmp_path_factory.mktemp("kit-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def originals(work):
+    """kind -> (HF checkpoint directory, the transformers model it holds)."""
+    result = {}
+    for kind in ("mistral", "mixtral"):
+        directory = kit.tiny_model(kind, work / f"hf-{kind}")
+        result[kind] = directory, AutoModelForCausalLM.from_pretrained(directory).eval()
+    return result
+
+
+@pytest.fixture(scope="module")
+def ggufs(work, originals):
+    """(kind, dtype) -> a GGUF file the kit wrote from the original HF checkpoint."""
+    return {
+        (kind, dtype): kit.convert_checkpoint(originals[kind][0], work / f"{kind}-{dtype}.gguf", to="gguf", dtype=dtype)
+        for kind in ("mistral", "mixtral")
+        for dtype in ("f32", "q8_0")
+    }
+
+
+IDS = torch.randint(0, 32000, (2, 16), generator=torch.Generator().manual_seed(1))
+
+
+@torch.no_grad()
+def logits(model, ids=IDS):
+    return model(ids).logits.float()
+
+
+@pytest.fixture(scope="module")
+def rounded(originals):
+    """kind -> the original model with its matrices through Q8_0 and back (see `q8_0_rounded`)."""
+    return {kind: q8_0_rounded(model) for kind, (_, model) in originals.items()}
+
+
+def q8_0_rounded(model):
+    """A copy of `model` whose matrices went through Q8_0 and back, as llama.cpp stores them (norms and the MoE
+    router stay float32)."""
+    rounded = AutoModelForCausalLM.from_config(model.config).eval()
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.dim() >= 2 and "mlp.gate." not in name:
+            array = tensor.reshape(-1, tensor.shape[-1]).numpy()
+            tensor = torch.from_numpy(dequantize(quantize(array, Q8_0), Q8_0)).reshape(tensor.shape)
+        state[name] = tensor
+    rounded.load_state_dict(state)
+    return rounded
+
+
+# --- round trips: HF -> GGUF -> kit -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["mistral", "mixtral"])
+def test_f32_round_trip_is_exact(kind, originals, ggufs):
+    _, original = originals[kind]
+    model = kit.AutoModelForCausalLM.from_pretrained(ggufs[kind, "f32"])
+    assert model.dtype == torch.float32
+    assert torch.equal(logits(model), logits(original))
+
+
+# Measured on these tiny random models (logits up to ~0.8): max |difference| 8e-3 to 1e-2 for Mistral; for Mixtral
+# 8e-3 to 6e-2, the larger ones where a token's top-2 experts change under Q8_0's rounding.
+Q8_0_BOUND = {"mistral": 0.02, "mixtral": 0.1}
+
+
+@pytest.mark.parametrize("kind", ["mistral", "mixtral"])
+def test_q8_0_round_trip_is_q8_0_rounding_and_nothing_else(kind, originals, ggufs, rounded):
+    _, original = originals[kind]
+    model = kit.AutoModelForCausalLM.from_pretrained(ggufs[kind, "q8_0"])
+    assert model.dtype == torch.float32  # dequantized
+    torch.testing.assert_close(logits(model), logits(rounded[kind]), atol=1e-5, rtol=0)
+    difference = (logits(model) - logits(original)).abs().max().item()
+    assert 0 < difference < Q8_0_BOUND[kind]
+    assert ggufs[kind, "q8_0"].stat().st_size < 0.4 * ggufs[kind, "f32"].stat().st_size
+
+
+def test_mixtral_gguf_loads_with_its_experts_and_a_clean_report(originals, ggufs):
+    model, info = kit.AutoModelForCausalLM.from_pretrained(ggufs["mixtral", "q8_0"], output_loading_info=True)
+    assert type(model) is kit.KitMixtralForCausalLM
+    assert all(not entries for entries in info.values()), info
+    assert model.config.num_local_experts == 4 and model.config.num_experts_per_tok == 2
+    for layer in model.model.layers:
+        assert isinstance(layer.mlp, MixtralSparseMoeBlock)
+        assert layer.mlp.experts.gate_up_proj.shape == (4, 2 * 128, 64)
+    # Expert 3 of layer 1 is what the file's stacked tensors hold at index 3 (gate and up halves, down).
+    tensors = {t.name: t for t in gguf_reader(ggufs["mixtral", "q8_0"]).tensors}
+    gate, up, down = (
+        torch.from_numpy(dequantize(tensors[f"blk.1.ffn_{part}_exps.weight"].data[3], Q8_0))
+        for part in ("gate", "up", "down")
+    )
+    experts = model.model.layers[1].mlp.experts
+    assert torch.equal(experts.gate_up_proj[3], torch.cat([gate, up]))
+    assert torch.equal(experts.down_proj[3], down)
+    config = kit.AutoConfig.from_pretrained(ggufs["mixtral", "q8_0"].parent, gguf_file=ggufs["mixtral", "q8_0"].name)
+    assert type(config) is kit.KitMixtralConfig and config.num_local_experts == 4
+
+
+@pytest.mark.parametrize("source", ["native", "kit-saved"])
+def test_native_and_kit_saved_folders_convert_like_hf(source, originals, work):
+    directory, original = originals["mixtral"]
+    if source == "native":
+        folder = kit.convert_checkpoint(directory, work / "native-mixtral", to="native")
+    else:
+        folder = work / "kit-saved-mixtral"
+        kit.AutoModelForCausalLM.from_pretrained(directory).save_pretrained(folder)
+        kit.AutoTokenizer.from_pretrained(directory).save_pretrained(folder)
+    path = kit.convert_checkpoint(folder, work / f"from-{source}.gguf", to="gguf", dtype="f32")
+    assert torch.equal(logits(kit.AutoModelForCausalLM.from_pretrained(path)), logits(original))
+
+
+def test_from_pretrained_ways_to_name_a_gguf(originals, ggufs):
+    path = ggufs["mistral", "f32"]
+    reference = logits(originals["mistral"][1])
+    for model in (
+        kit.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name),
+        kit.AutoModelForCausalLM.from_pretrained(str(path), preset="cpu"),  # the preset plans from the metadata
+        kit.KitMistralForCausalLM.from_pretrained(path.parent, gguf_file=str(path)),
+    ):
+        assert type(model) is kit.KitMistralForCausalLM and torch.equal(logits(model), reference)
+    with pytest.raises(ValueError, match="describes a mistral checkpoint"):
+        kit.KitMixtralForCausalLM.from_pretrained(path)
+    with pytest.raises(FileNotFoundError, match="has no GGUF file nope.gguf"):
+        kit.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file="nope.gguf")
+
+
+def test_load_model_returns_the_model_and_the_exact_tokenizer(ggufs, rounded, reference_tokenizers):
+    path = ggufs["mixtral", "q8_0"]
+    for model, tokenizer in (
+        kit.load_model(path.parent, "cpu", gguf_file=path.name),
+        kit.load_model(path, "cpu"),
+    ):
+        assert type(model) is kit.KitMixtralForCausalLM
+        torch.testing.assert_close(logits(model), logits(rounded["mixtral"]), atol=1e-5, rtol=0)
+        chat = [{"role": "user", "content": "Hello  there"}, {"role": "assistant", "content": "Hi!"}]
+        ids = tokenizer.apply_chat_template(chat)["input_ids"]
+        assert ids == reference_ids(reference_tokenizers["v1"], chat)
+        assert tokenizer.pad_token_id != tokenizer.eos_token_id and tokenizer.padding_side == "left"
+
+
+def test_k_quants_dequantize_as_transformers_does(work):
+    """A file with Q4_K and Q6_K matrices (what a Q4_K_M download holds) loads like transformers' own GGUF reader
+    loads it (a Mistral GGUF is the one model type that reader maps right)."""
+    directory = kit.tiny_model(
+        "mistral", work / "hf-wide", hidden_size=256, intermediate_size=256, head_dim=64, sliding_window=None
+    )
+    plain = kit.convert_checkpoint(directory, work / "wide-f32.gguf", to="gguf", dtype="f32")
+    rng = np.random.default_rng(0)
+
+    def k_quant(tensor, kind):
+        """Random but well-scaled k-quant blocks of the tensor's shape (the gguf package can only decode these)."""
+        block, size = {Q4_K: (256, 144), Q6_K: (256, 210)}[kind]
+        rows, cols = tensor.data.shape
+        data = rng.integers(0, 256, (rows, cols // block, size), dtype=np.uint8)
+        scale = np.frombuffer(np.float16(2e-5 if kind == Q4_K else 1e-5).tobytes(), np.uint8)
+        if kind == Q4_K:  # d, dmin first
+            data[..., 0:2], data[..., 2:4] = scale, scale
+        else:  # d last
+            data[..., -2:] = scale
+        return data.reshape(rows, -1), kind
+
+    quantized = work / "wide-kquants.gguf"
+    six = ("attn_v", "attn_output", "output.weight")
+    rewrite(
+        plain,
+        quantized,
+        drop_fields=NO_VOCABULARY,  # the model needs none of it, and the file parses in a blink
+        replace={
+            t.name: k_quant(t, Q6_K if any(part in t.name for part in six) else Q4_K)
+            for t in gguf_reader(plain).tensors
+            if len(t.data.shape) == 2
+        },
+    )
+    types = {t.tensor_type for t in gguf_reader(quantized).tensors}
+    assert {Q4_K, Q6_K} <= types
+    reference = AutoModelForCausalLM.from_pretrained(quantized.parent, gguf_file=quantized.name).eval()
+    model = kit.AutoModelForCausalLM.from_pretrained(quantized)
+    assert type(model) is kit.KitMistralForCausalLM
+    torch.testing.assert_close(logits(model), logits(reference), atol=1e-5, rtol=1e-5)
+
+
+# --- what the file holds --------------------------------------------------------------------------------------------
+
+
+def test_file_has_what_llama_cpp_requires(ggufs):
+    reader = gguf_reader(ggufs["mixtral", "q8_0"])
+    fields = read_gguf_metadata(ggufs["mixtral", "q8_0"])
+    assert fields["general.architecture"] == "llama" and fields["general.file_type"] == 7  # MOSTLY_Q8_0
+    expected = {
+        "llama.context_length": 4096,
+        "llama.embedding_length": 64,
+        "llama.block_count": 2,
+        "llama.feed_forward_length": 128,
+        "llama.attention.head_count": 4,
+        "llama.attention.head_count_kv": 2,
+        "llama.rope.dimension_count": 32,  # the tiny models' head_dim (4 heads of 32 over hidden 64)
+        "llama.attention.key_length": 32,
+        "llama.rope.freq_base": 1e6,
+        "llama.expert_count": 4,
+        "llama.expert_used_count": 2,
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.ggml.unknown_token_id": 0,
+        "tokenizer.ggml.add_bos_token": True,
+        "tokenizer.ggml.add_eos_token": False,
+        "tokenizer.ggml.add_space_prefix": True,  # tokenizer v1: see hf_mistral_kit.gguf.ADD_SPACE_PREFIX
+        "tokenizer.chat_template": kit.get_chat_template("mistral_v1"),
+    }
+    assert {key: fields.get(key) for key in expected} == expected
+    assert fields["llama.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-5)
+    original = pb.ModelProto.FromString(kit.reference_tokenizer_file("v1").read_bytes())
+    assert fields["tokenizer.ggml.tokens"] == [piece.piece for piece in original.pieces]
+    assert fields["tokenizer.ggml.scores"] == [piece.score for piece in original.pieces]
+    assert fields["tokenizer.ggml.token_type"] == [piece.type for piece in original.pieces]
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    assert types["blk.0.ffn_gate_exps.weight"] == Q8_0 and types["token_embd.weight"] == Q8_0
+    assert types["blk.0.ffn_gate_inp.weight"] == types["blk.0.attn_norm.weight"] == GGMLQuantizationType.F32
+    assert {t.name: list(t.shape) for t in reader.tensors}["blk.1.ffn_down_exps.weight"] == [128, 64, 4]
+
+
+def test_sliding_window_shorter_than_the_context_is_declared_and_warned(work):
+    directory = kit.tiny_model("mistral", work / "hf-window", sliding_window=8)
+    original = AutoModelForCausalLM.from_pretrained(directory).eval()
+    with pytest.warns(UserWarning, match="sliding_window 8 is shorter than the context.*context length of 8"):
+        path = kit.convert_checkpoint(directory, work / "window.gguf", to="gguf", dtype="f32")
+    fields = read_gguf_metadata(path)
+    assert fields["llama.context_length"] == 8 and fields["llama.attention.sliding_window"] == 8
+    model = kit.AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.sliding_window == 8
+    assert torch.equal(logits(model), logits(original))  # 16 tokens: the window matters, and is kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a window as long as the context: nothing to warn about
+        kit.convert_checkpoint(kit.tiny_model("mistral", work / "hf-no-window"), work / "no-window.gguf", to="gguf")
+
+
+def test_default_dtype_is_the_checkpoints_and_cli_writes_q8_0(originals, work, monkeypatch, capsys):
+    from hf_mistral_kit.cli import ExitCode, main
+
+    bf16 = work / "hf-bf16"
+    AutoModelForCausalLM.from_pretrained(originals["mistral"][0], dtype=torch.bfloat16).save_pretrained(bf16)
+    shutil.copy(originals["mistral"][0] / "tokenizer.model.v1", bf16)
+    path = kit.convert_checkpoint(bf16, work / "bf16.gguf", to="gguf")
+    assert {t.tensor_type for t in gguf_reader(path).tensors} == {GGMLQuantizationType.BF16, GGMLQuantizationType.F32}
+    assert kit.AutoModelForCausalLM.from_pretrained(path).dtype == torch.bfloat16
+
+    source, target = str(originals["mistral"][0]), work / "cli.gguf"
+    assert main(["convert", source, str(target), "--to", "gguf", "--dtype", "q8_0"]) == ExitCode.OK
+    assert "wrote the GGUF file" in capsys.readouterr().out
+    assert Q8_0 in {t.tensor_type for t in gguf_reader(target).tensors}
+    assert main(["plan", str(target), "--context", "64", "--gpu", "cpu"]) == ExitCode.OK  # plans from the metadata
+    assert "fits" in capsys.readouterr().out
+    assert main(["convert", source, str(target), "--to", "gguf"]) == ExitCode.USAGE
+    assert main(["convert", source, str(work / "cli.bin"), "--to", "gguf"]) == ExitCode.USAGE
+    assert main(["convert", source, str(work / "nat"), "--to", "native", "--dtype", "f16"]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "already exists" in err and ".gguf suffix" in err and "--dtype applies to --to gguf" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in work.glob(".*")) == []  # no staging file left behind
+
+
+# --- tokenizers from GGUF vocabularies ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gguf_tokenizers(work, ggufs):
+    """version -> (GGUF written from a tiny model holding that tokenizer, the kit tokenizer rebuilt from it)."""
+    v3 = kit.convert_checkpoint(kit.tiny_model("mistral", work / "hf-v3", tokenizer="v3"), work / "v3.gguf", to="gguf")
+    files = {"v1": ggufs["mistral", "f32"], "v3": v3}
+    return {version: (path, kit.load_gguf_tokenizer(path)) for version, path in files.items()}
+
+
+def _fields(path):
+    return read_gguf_metadata(path)
+
+
+@pytest.mark.parametrize("version", ["v1", "v3"])
+def test_rebuilt_sentencepiece_model_is_mistrals_piece_for_piece(version, gguf_tokenizers):
+    path, tokenizer = gguf_tokenizers[version]
+    found, serialized, added = tokenizer_files_from_gguf_fields(_fields(path), path)
+    assert (found, added) == (version, [])
+    rebuilt, original = (
+        pb.ModelProto.FromString(serialized),
+        pb.ModelProto.FromString(kit.reference_tokenizer_file(version).read_bytes()),
+    )
+    assert [(p.piece, p.score, p.type) for p in rebuilt.pieces] == [(p.piece, p.score, p.type) for p in original.pieces]
+    assert rebuilt.normalizer_spec.SerializeToString() == original.normalizer_spec.SerializeToString()
+    for field in (
+        "model_type",
+        "vocab_size",
+        "byte_fallback",
+        "split_digits",
+        "allow_whitespace_only_pieces",
+        "split_by_whitespace",
+        "treat_whitespace_as_suffix",
+        "max_sentencepiece_length",
+        "unk_id",
+        "bos_id",
+        "eos_id",
+        "pad_id",
+        "unk_piece",
+        "bos_piece",
+        "eos_piece",
+        "unk_surface",
+        "control_symbols",
+        "user_defined_symbols",
+    ):
+        assert getattr(rebuilt.trainer_spec, field) == getattr(original.trainer_spec, field), field
+    assert tokenizer.init_kwargs.get("mistral_version", version) == version
+    assert tokenizer.chat_template == kit.get_chat_template({"v1": "mistral_v1", "v3": "mistral_v3"}[version])
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_pairs(gguf_tokenizers):
+    """version -> (SentencePiece model rebuilt from the GGUF, Mistral's original)."""
+    return {
+        version: (
+            SentencePieceProcessor(model_proto=tokenizer_files_from_gguf_fields(_fields(path), path)[1]),
+            SentencePieceProcessor(model_file=str(kit.reference_tokenizer_file(version))),
+        )
+        for version, (path, _) in gguf_tokenizers.items()
+    }
+
+
+@SMALL
+@given(st.sampled_from(["v1", "v3"]), text)
+def test_rebuilt_sentencepiece_model_encodes_like_mistrals(sentencepiece_pairs, version, sample):
+    rebuilt, original = sentencepiece_pairs[version]
+    assert rebuilt.encode(sample) == original.encode(sample)
+
+
+@SMALL
+@given(conversations())
+def test_gguf_v1_tokenizer_gives_mistral_common_chat_ids(gguf_tokenizers, reference_tokenizers, chat):
+    messages, _, prefix = chat
+    expected = reference_ids(reference_tokenizers["v1"], messages, None, prefix)
+    if expected is not None:
+        tokenizer = gguf_tokenizers["v1"][1]
+        assert tokenizer.apply_chat_template(messages, continue_final_message=prefix)["input_ids"] == expected
+
+
+@SMALL
+@given(conversations(tools=True))
+def test_gguf_v3_tokenizer_gives_mistral_common_chat_ids(gguf_tokenizers, reference_tokenizers, chat):
+    messages, tools, prefix = chat
+    expected = reference_ids(reference_tokenizers["v3"], messages, tools, prefix)
+    if expected is not None:
+        ids = gguf_tokenizers["v3"][1].apply_chat_template(messages, tools=tools, continue_final_message=prefix)
+        assert ids["input_ids"] == expected
+
+
+def test_llama_cpp_style_vocabulary_and_chatml_tokens(gguf_tokenizers, reference_tokenizers, work, monkeypatch):
+    """llama.cpp's converter scores control/added tokens -1000 and writes Mistral's user-defined pieces
+    ([REFERENCE_DOC_N]) as normal ones; fine-tunes add tokens (ChatML) beyond the SentencePiece vocabulary, padded
+    with unused ones."""
+    path, _ = gguf_tokenizers["v3"]
+    fields = _fields(path)
+    scores, types = list(fields["tokenizer.ggml.scores"]), list(fields["tokenizer.ggml.token_type"])
+    for i, kind in enumerate(types):
+        if kind == 3:  # control
+            scores[i] = -1000.0
+        elif kind == 4:  # user-defined
+            types[i] = 1
+    tokens = [*fields["tokenizer.ggml.tokens"], "<|im_start|>", "<|im_end|>", "[PAD32770]"]
+    edited = {
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.scores": [*scores, -1000.0, -1000.0, -1000.0],
+        "tokenizer.ggml.token_type": [*types, 3, 3, 5],
+    }
+    version, serialized, added = tokenizer_files_from_gguf_fields({**fields, **edited}, "edited")
+    assert (version, added) == ("v3", ["<|im_start|>", "<|im_end|>"])
+    original = pb.ModelProto.FromString(kit.reference_tokenizer_file("v3").read_bytes())
+    rebuilt = pb.ModelProto.FromString(serialized).pieces
+    assert [(p.piece, p.score, p.type) for p in rebuilt] == [(p.piece, p.score, p.type) for p in original.pieces]
+    (work / "a-file").write_text("")
+    monkeypatch.setenv("HF_MISTRAL_KIT_CACHE", str(work / "a-file" / "cache"))  # unwritable: a temporary folder
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
+    chatml = tokenizer_from_gguf_fields({**fields, **edited}, "edited")
+    assert list(work.glob("hf-mistral-kit-gguf-*/tokenizer.model.v3"))
+    assert chatml.convert_tokens_to_ids("<|im_start|>") == 32768
+    assert "<|im_start|>" in chatml.chat_template
+    rendered = chatml.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert rendered.startswith("<|im_start|>user\nhi<|im_end|>")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"tokenizer.ggml.model": "gpt2"}, "not a SentencePiece one"),
+        ({"tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>", "a"] * 8000}, "not one of Mistral's SentencePiece"),
+        ({"tokenizer.ggml.bos_token_id": 5}, "bos token id 5 is not Mistral's"),
+    ],
+    ids=["bpe", "foreign-vocabulary", "bos"],
+)
+def test_tokenizers_the_kit_cannot_vouch_for_are_refused(gguf_tokenizers, edit, message):
+    path, _ = gguf_tokenizers["v1"]
+    with pytest.raises(GGUFError, match=message):
+        tokenizer_files_from_gguf_fields({**_fields(path), **edit}, path)
+
+
+# --- refusals -------------------------------------------------------------------------------------------------------
+
+
+def rewrite(src, dst, *, set_fields=None, drop_fields=(), replace=None, drop_tensors=(), add_tensors=None):
+    """Copy GGUF `src` to `dst` with edits: fields set {name: (value, type)} or dropped, tensors replaced
+    {name: (raw data, type)}, dropped or added {name: float32 array}."""
+    reader = gguf_reader(src)
+    fields = {}
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture" or name in drop_fields:
+            continue
+        sub_type = field.types[-1] if field.types[0] == GGUFValueType.ARRAY else None
+        fields[name] = (field.contents(), field.types[0], sub_type)
+    for name, (value, kind) in (set_fields or {}).items():
+        sub_type = None
+        if kind == GGUFValueType.ARRAY:
+            sub_type = GGUFValueType.STRING if isinstance(value[0], str) else GGUFValueType.INT32
+        fields[name] = (value, kind, sub_type)
+    architecture = (set_fields or {}).get("general.architecture", ("llama",))[0]
+    fields.pop("general.architecture", None)
+    writer = GGUFWriter(dst, architecture)
+    for name, (value, kind, sub_type) in fields.items():
+        writer.add_key_value(name, value, kind, sub_type=sub_type)
+    for tensor in reader.tensors:
+        if tensor.name in drop_tensors:
+            continue
+        data, kind = (replace or {}).get(tensor.name, (tensor.data, tensor.tensor_type))
+        writer.add_tensor(tensor.name, np.ascontiguousarray(data), raw_dtype=kind)
+    for name, array in (add_tensors or {}).items():
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
+
+
+NO_VOCABULARY = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
+STRING, UINT32, FLOAT32 = GGUFValueType.STRING, GGUFValueType.UINT32, GGUFValueType.FLOAT32
+
+
+@pytest.mark.parametrize(
+    ("kind", "edits", "message"),
+    [
+        ("mistral", {"set_fields": {"general.architecture": ("qwen2", STRING)}}, r"holds a 'qwen2' model"),
+        ("mistral", {"set_fields": {"llama.rope.scaling.type": ("linear", STRING)}}, "RoPE scaling"),
+        ("mistral", {"set_fields": {"llama.attention.clamp_kqv": (8.0, FLOAT32)}}, r"clamp_kqv describes"),
+        ("mistral", {"add_tensors": {"rope_freqs.weight": np.ones(8, np.float32)}}, r"'rope_freqs\.weight'.*no place"),
+        ("mistral", {"drop_tensors": ("blk.1.ffn_up.weight",)}, r"missing weight.*'blk\.1\.ffn_up\.weight'"),
+        ("mistral", {"set_fields": {"llama.attention.head_count_kv": (4, UINT32)}}, r"'blk\.0\.attn_k\.weight' has"),
+        ("mistral", {"set_fields": {"llama.attention.head_count": (0, UINT32)}}, r"impossible sizes"),
+        ("mixtral", {"drop_fields": ("llama.expert_count",)}, r"ffn_\w+_exps.*but the metadata says no experts"),
+        ("mixtral", {"set_fields": {"llama.expert_count": (8, UINT32)}}, r"shape \[4, .*metadata says 8"),
+    ],
+    ids=[
+        "architecture",
+        "rope-scaling",
+        "unknown-key",
+        "extra-tensor",
+        "missing",
+        "shape",
+        "zero-heads",
+        "experts",
+        "expert-count",
+    ],
+)
+def test_what_cannot_be_mapped_exactly_is_refused(kind, edits, message, ggufs, work):
+    edits.setdefault("drop_fields", ())
+    edits["drop_fields"] = (*edits["drop_fields"], *NO_VOCABULARY)  # keeps the file quick to parse
+    broken = rewrite(ggufs[kind, "f32"], work / "broken.gguf", **edits)
+    with pytest.raises(GGUFError, match=message):
+        kit.AutoModelForCausalLM.from_pretrained(broken)
+
+
+def test_first_llama_cpp_mixtral_files_with_one_tensor_per_expert_load(originals, ggufs, work):
+    """llama.cpp's first Mixtral GGUFs (December 2023, e.g. TheBloke's) held `blk.N.ffn_gate.E.weight` per expert."""
+    stacked = {t.name: t for t in gguf_reader(ggufs["mixtral", "f32"]).tensors if "_exps." in t.name}
+    per_expert = {
+        name.replace("_exps.weight", f".{expert}.weight"): np.ascontiguousarray(tensor.data[expert])
+        for name, tensor in stacked.items()
+        for expert in range(tensor.data.shape[0])
+    }
+    edits = {"drop_fields": NO_VOCABULARY, "drop_tensors": stacked, "add_tensors": per_expert}
+    legacy = rewrite(ggufs["mixtral", "f32"], work / "legacy.gguf", **edits)
+    assert "blk.0.ffn_down.3.weight" in {t.name for t in gguf_reader(legacy).tensors}
+    assert torch.equal(logits(kit.AutoModelForCausalLM.from_pretrained(legacy)), logits(originals["mixtral"][1]))
+
+
+def test_truncated_and_foreign_files_are_refused(ggufs, work):
+    truncated = work / "truncated.gguf"
+    data = ggufs["mistral", "q8_0"].read_bytes()
+    truncated.write_bytes(data[: len(data) - 5000])
+    with pytest.raises(GGUFError, match="truncated"):
+        kit.AutoModelForCausalLM.from_pretrained(truncated)
+    foreign = work / "foreign.gguf"
+    foreign.write_text(json.dumps({"not": "gguf"}))
+    with pytest.raises(GGUFError, match="not a GGUF file"):
+        kit.AutoModelForCausalLM.from_pretrained(work, gguf_file="foreign.gguf")
+    with pytest.raises(GGUFError, match="has no tokenizer file"):
+        empty = work / "no-tokenizer"
+        shutil.copytree(kit.tiny_model("mistral", work / "hf-for-tok"), empty)
+        for file in empty.glob("tokenizer*"):  # the SentencePiece files and what the kit saves beside them
+            file.unlink()
+        kit.convert_checkpoint(empty, work / "no-tokenizer.gguf", to="gguf")
+    assert not (work / "no-tokenizer.gguf").exists()
