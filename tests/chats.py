@@ -12,6 +12,8 @@ import typing
 import warnings
 
 from hypothesis import strategies as st
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import SchemaError
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.protocol.instruct.validator import ValidationMode
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
@@ -199,12 +201,22 @@ def conversations(draw, tools: bool = False, version: str | None = None):
                 "function": {
                     "name": draw(tool_name),
                     "description": draw(text),
-                    "parameters": draw(st.dictionaries(text, json_value, max_size=2)),
+                    "parameters": draw(st.dictionaries(text, json_value, max_size=2).filter(_valid_schema)),
                 },
             }
             for _ in range(draw(st.integers(1, 2)))
         ]
     return messages, tool_list, ending == "prefix"
+
+
+def _valid_schema(parameters) -> bool:
+    """Random keys can spell a JSON-schema keyword ("then", "items", ...) with a value that keyword does not take:
+    mistral-common (and the kit) rightly reject such a tool, so valid conversations keep only valid schemas."""
+    try:
+        Draft7Validator.check_schema(parameters)
+    except SchemaError:
+        return False
+    return True
 
 
 def reference_ids(

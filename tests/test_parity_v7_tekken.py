@@ -102,3 +102,36 @@ def test_masks_cover_exactly_the_assistant_tokens(name, tokenizer_pair, data):
     )
     masked = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
     assert masked == _assistant_tokens(reference, messages, tools, prefix)
+
+
+@pytest.mark.parametrize("role", ["assistant", "system"])
+@pytest.mark.parametrize(("thinking", "text"), [(" ", "hello"), ("x ", "hello"), ("a", " b"), ("", "hello")])
+def test_an_open_thinking_chunk_is_encoded_apart_from_the_text_after_it(role, thinking, text, tokenizer_pair):
+    """mistral-common encodes an open thinking chunk and the text after it separately ("[THINK] " then "hello", not
+    " hello"); the rendered text is the same, so only the kit's tokenizer can split there (and drops the split)."""
+    tokenizer, reference = tokenizer_pair("tekken-v13")
+    content = [{"type": "thinking", "thinking": thinking, "closed": False}, {"type": "text", "text": text}]
+    question = {"role": "user", "content": "q"}
+    chat = (
+        [{"role": role, "content": content}, question]
+        if role == "system"
+        else [question, {"role": role, "content": content}]
+    )
+    expected = reference_ids(reference, chat)
+    joined = tokenizer.encode(f"[THINK]{thinking}{text}", add_special_tokens=False)
+    apart = tokenizer.encode(thinking, add_special_tokens=False) + tokenizer.encode(text, add_special_tokens=False)
+    assert f"[THINK]{thinking}{text}" in tokenizer.apply_chat_template(chat, tokenize=False)
+    out = tokenizer.apply_chat_template(chat, return_assistant_tokens_mask=True)
+    assert out["input_ids"] == expected
+    position = next(
+        i for i in range(len(expected)) if expected[i : i + 1] == [tokenizer.convert_tokens_to_ids("[THINK]")]
+    )
+    assert expected[position + 1 : position + 1 + len(apart)] == apart
+    if joined[1:] != apart:  # the case that needs the split
+        assert expected[position : position + len(joined)] != joined
+    if role == "assistant":
+        masked = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
+        assert masked == _assistant_tokens(reference, chat, None, False)
+    # Data that spells the split itself stays text.
+    spelled = [question, {"role": "assistant", "content": "a\ue000\ue002b \ue002 \ue000"}]
+    assert tokenizer.apply_chat_template(spelled)["input_ids"] == reference_ids(reference, spelled)

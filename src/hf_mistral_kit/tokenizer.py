@@ -342,6 +342,11 @@ def build_tekken_backend(tekken: dict[str, Any]) -> Tokenizer:
 _MARK = "\ue000"
 _LITERAL = "\ue001"
 _CODES = 0xF0000
+# Where mistral-common encodes two texts separately with no control token between them (v13's open thinking chunk
+# and the text after it), the kit's templates write `chunk_break` when the kit renders: an added token of the chat
+# encoder that splits the text there and whose id is then dropped. Escaped data never holds it (a mark is only ever
+# followed by _LITERAL, a code or a token's second character, and no token holds these private-use characters).
+_BREAK = _MARK + "\ue002"
 
 
 class ControlTokenEscaper:
@@ -354,8 +359,8 @@ class ControlTokenEscaper:
 
     def __init__(self, tokens: Iterable[str]):
         tokens = sorted({t for t in tokens if t}, key=len, reverse=True)
-        if any(_MARK <= ch <= _LITERAL or ord(ch) >= _CODES for t in tokens for ch in t):
-            raise ValueError("Added tokens must not contain U+E000, U+E001 or plane-15 private-use characters.")
+        if any(_MARK <= ch <= _BREAK[-1] or ord(ch) >= _CODES for t in tokens for ch in t):
+            raise ValueError("Added tokens must not contain U+E000-U+E002 or plane-15 private-use characters.")
         self.singles = {t: chr(_CODES + i) for i, t in enumerate(t for t in tokens if len(t) == 1)}
         self._decoded = {_LITERAL: _MARK, **{code: t for t, code in self.singles.items()}}
         self._starts = re.compile(f"(?=(?:{_trie_pattern(tokens)}))") if tokens else None
@@ -495,6 +500,7 @@ class MistralTokenizerBase(TokenizersBackend):
         backend = copy.deepcopy(self._tokenizer)
         own = backend.normalizer
         backend.normalizer = normalizers.Sequence([*self._escaper.normalizer(), *([own] if own else [])])
+        backend.add_special_tokens([AddedToken(_BREAK, special=True, normalized=False)])
         backend.encode_special_tokens = False
         backend.no_padding()
         backend.no_truncation()
@@ -582,7 +588,7 @@ class MistralTokenizerBase(TokenizersBackend):
             continue_final_message=continue_final_message and name is None,
             return_assistant_tokens_mask=return_assistant_tokens_mask,
             add_generation_prompt=add_generation_prompt,
-            **{**self.special_tokens_map, **escaper.escape(kwargs)},
+            **{**self.special_tokens_map, **escaper.escape(kwargs), **({"chunk_break": _BREAK} if tokenize else {})},
         )
         if not tokenize:
             texts = [escaper.unescape(text) for text in rendered]
@@ -591,11 +597,15 @@ class MistralTokenizerBase(TokenizersBackend):
         backend = self._chat_backend
         # Offsets are only needed for the masks; without them tokenizers encodes faster.
         encode = backend.encode_batch if return_assistant_tokens_mask else backend.encode_batch_fast
-        rows = []
+        rows, chunk_break = [], backend.token_to_id(_BREAK)
         for i, encoding in enumerate(encode(rendered, add_special_tokens=False)):
-            row = {"input_ids": encoding.ids, "attention_mask": [1] * len(encoding.ids)}
+            ids, offsets = encoding.ids, encoding.offsets if return_assistant_tokens_mask else None
+            if _BREAK in rendered[i]:
+                kept = [j for j, token in enumerate(ids) if token != chunk_break]
+                ids, offsets = [ids[j] for j in kept], offsets and [offsets[j] for j in kept]
+            row = {"input_ids": ids, "attention_mask": [1] * len(ids)}
             if return_assistant_tokens_mask:
-                row["assistant_masks"] = _overlap_mask(encoding.offsets, generation_indices[i])
+                row["assistant_masks"] = _overlap_mask(offsets, generation_indices[i])
             if truncation and max_length is not None:
                 row = {key: values[:max_length] for key, values in row.items()}
             rows.append(row)
