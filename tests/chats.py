@@ -5,18 +5,23 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import gc
 import json
 import re
 import string
+import time
 import typing
 import warnings
 
 from hypothesis import strategies as st
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import SchemaError
+from mistral_common.protocol.instruct.messages import AssistantMessage
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.protocol.instruct.validator import ValidationMode
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+from hf_mistral_kit import render
 
 # Pieces that stress the encoder: runs of spaces, newlines, tabs, unicode, and spellings of control tokens.
 _SPECIAL_TEXT = [
@@ -560,3 +565,39 @@ def in_input_forms(draw, chats):
     if tools is not None and rnd.random() < 0.5:
         plain_tools, form_tools = [*tools, get_json_schema(get_weather)], [*tools, get_weather]
     return (messages, plain_tools, *rest), (forms, form_tools, *rest)
+
+
+def reference_assistant_tokens(tokenizer: MistralTokenizer, messages, tools=None, continue_final_message=False):
+    """The tokens mistral-common emits for the conversation's assistant messages, in order (what assistant masks
+    must cover)."""
+    request = ChatCompletionRequest.from_openai(messages, tools, continue_final_message=continue_final_message)
+    instruct = tokenizer._instruct_request_normalizer.from_chat_completion_request(request)
+    return [
+        token
+        for message in instruct.messages
+        if isinstance(message, AssistantMessage)
+        for token in tokenizer.instruct_tokenizer.encode_assistant_message(message, is_before_last_user_message=False)
+    ]
+
+
+def rendering_time_ratio(name: str, small_chat, large_chat) -> float:
+    """CPU time to render `large_chat` over `small_chat` with template `name`: this process's CPU time only, the
+    garbage collector paused (its passes scale with everything the process holds, not with the template), the
+    smallest of alternated measurements so that a burst of load hits both sizes."""
+
+    def seconds(chat):
+        start = time.process_time()
+        render(chat, name)
+        return time.process_time() - start
+
+    seconds(small_chat[:10])  # compile the template
+    small = large = float("inf")
+    gc.disable()
+    try:
+        for repeat in range(5):
+            small = min(small, seconds(small_chat))
+            if repeat < 2:
+                large = min(large, seconds(large_chat))
+    finally:
+        gc.enable()
+    return large / small

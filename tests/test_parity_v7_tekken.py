@@ -6,11 +6,9 @@ rejects it; the assistant masks cover exactly mistral-common's assistant tokens.
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mistral_common.protocol.instruct.messages import AssistantMessage
-from mistral_common.protocol.instruct.request import ChatCompletionRequest
 
 import hf_mistral_kit as kit
-from chats import any_conversations, conversations, in_input_forms, reference_ids
+from chats import any_conversations, conversations, in_input_forms, reference_assistant_tokens, reference_ids
 from hf_mistral_kit.conversation import ConversationError
 from tekken_files import TEMPLATES
 
@@ -79,29 +77,17 @@ def test_every_input_form_is_read_as_its_dicts(name, tokenizer_pair, data):
     _agree(tokenizer, reference, plain, forms)
 
 
-def _assistant_tokens(reference, messages, tools, prefix):
-    request = ChatCompletionRequest.from_openai(messages, tools, continue_final_message=prefix)
-    instruct = reference._instruct_request_normalizer.from_chat_completion_request(request)
-    encoder = reference.instruct_tokenizer
-    return [
-        token
-        for message in instruct.messages
-        if isinstance(message, AssistantMessage)
-        for token in encoder.encode_assistant_message(message, is_before_last_user_message=False)
-    ]
-
-
 @pytest.mark.parametrize("name", ["v7", "tekken-v3", "tekken-v7", "tekken-v11", "tekken-v13"])
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_masks_cover_exactly_the_assistant_tokens(name, tokenizer_pair, data):
+def test_masks_cover_exactly_thereference_assistant_tokens(name, tokenizer_pair, data):
     tokenizer, reference = tokenizer_pair(name)
     messages, tools, prefix = data.draw(conversations(tools=True, version=name))
     out = tokenizer.apply_chat_template(
         messages, tools=tools, continue_final_message=prefix, return_assistant_tokens_mask=True
     )
     masked = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
-    assert masked == _assistant_tokens(reference, messages, tools, prefix)
+    assert masked == reference_assistant_tokens(reference, messages, tools, prefix)
 
 
 @pytest.mark.parametrize("role", ["assistant", "system"])
@@ -131,7 +117,7 @@ def test_an_open_thinking_chunk_is_encoded_apart_from_the_text_after_it(role, th
         assert expected[position : position + len(joined)] != joined
     if role == "assistant":
         masked = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
-        assert masked == _assistant_tokens(reference, chat, None, False)
+        assert masked == reference_assistant_tokens(reference, chat, None, False)
     # Data that spells the split itself stays text.
     spelled = [question, {"role": "assistant", "content": "a\ue000\ue002b \ue002 \ue000"}]
     assert tokenizer.apply_chat_template(spelled)["input_ids"] == reference_ids(reference, spelled)

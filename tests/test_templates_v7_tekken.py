@@ -1,10 +1,8 @@
 """The v7 and tekken templates on their own: golden snapshots (which must also tokenize to mistral-common's ids),
 transformers' rendering of raw messages (no kit in front) equal to the kit's, refusals, and linear rendering time."""
 
-import gc
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from transformers.utils.chat_template_utils import render_jinja_template
 
 import hf_mistral_kit as kit
-from chats import TOOL_CHAT, TOOLS, conversations
+from chats import TOOL_CHAT, TOOLS, conversations, rendering_time_ratio
 from hf_mistral_kit.conversation import ConversationError, prepare_chat
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -179,27 +177,11 @@ def _chat(count, tools):
     return chat + [{"role": "user", "content": "last"}]
 
 
-def _seconds(name, chat):
-    start = time.process_time()
-    kit.render(chat, name)
-    return time.process_time() - start
-
-
 @pytest.mark.parametrize(("name", "tools"), [("mistral_v7", False), ("mistral_tekken_v13", True)])
 def test_rendering_time_grows_linearly(name, tools):
     """32x the messages take about 32x the time (quadratic would be 1024x): see test_templates.py."""
-    small_chat, large_chat = _chat(2_000, tools), _chat(64_000, tools)
-    _seconds(name, small_chat[:10])
-    small = large = float("inf")
-    gc.disable()
-    try:
-        for repeat in range(5):
-            small = min(small, _seconds(name, small_chat))
-            if repeat < 2:
-                large = min(large, _seconds(name, large_chat))
-    finally:
-        gc.enable()
-    assert large / small < 70, (small, large)
+    ratio = rendering_time_ratio(name, _chat(2_000, tools), _chat(64_000, tools))
+    assert ratio < 70, ratio
 
 
 def test_template_models_are_listed():
