@@ -5,15 +5,23 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import gc
 import json
+import re
 import string
+import time
 import typing
 import warnings
 
 from hypothesis import strategies as st
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import SchemaError
+from mistral_common.protocol.instruct.messages import AssistantMessage
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.protocol.instruct.validator import ValidationMode
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+from hf_mistral_kit import render
 
 # Pieces that stress the encoder: runs of spaces, newlines, tabs, unicode, and spellings of control tokens.
 _SPECIAL_TEXT = [
@@ -109,39 +117,87 @@ TOOL_CHAT = [
 ]
 
 
+# Call ids tokenizer v13 accepts besides v3's nine letters or digits: any non-empty string but "null".
+any_call_id = call_id | st.sampled_from(["call_1", "c1", "chatcmpl-tool-8a1f", "x", "abc DEF", "日本", "{}"])
+thinking_part = st.builds(
+    lambda thought, closed: {"type": "thinking", "thinking": thought, **({} if closed is None else {"closed": closed})},
+    text,
+    st.sampled_from([None, True, False]),
+)
+
+
+def _number(version: str | None) -> int:
+    """7 for "v7" or "tekken-v7", 13 for "tekken-v13-nothink", 0 for None."""
+    match = re.search(r"v(\d+)", version or "")
+    return int(match.group(1)) if match else 0
+
+
 @st.composite
-def conversations(draw, tools: bool = False):
-    """(messages, tools, continue_final_message) in OpenAI format, valid for mistral-common."""
+def _assistant_content(draw, thinking: bool):
+    """An assistant message's content: text, text parts, and with `thinking` thinking parts and fields."""
+    if not thinking or draw(st.integers(0, 2)):
+        return {"content": draw(nonempty_text)}
+    choice = draw(st.integers(0, 2))
+    if choice == 0:
+        return {"reasoning_content": draw(text), "content": draw(text)}
+    parts = draw(
+        st.lists(thinking_part | text.map(lambda t: {"type": "text", "text": t}), min_size=1, max_size=3).filter(
+            lambda parts: any(part["type"] == "thinking" or part["text"] for part in parts)
+        )
+    )
+    return {"content": parts}
+
+
+@st.composite
+def conversations(draw, tools: bool = False, version: str | None = None):
+    """(messages, tools, continue_final_message) in OpenAI format, valid for mistral-common.
+
+    `version` (a tests/tekken_files.py name, "v7", "tekken-v13", ...) adds what that version accepts: assistant
+    turns with both text and tool calls (v7 and later), tool results out of the calls' order (v11, v13), any call
+    ids and thinking (v13); and conversations that open with an assistant turn. None: v1/v3 conversations only.
+    """
+    number = _number(version)
+    thinking = number >= 13 and not version.endswith("nothink")
+    ids = any_call_id if number >= 13 else call_id
     messages: list[dict] = []
     for _ in range(draw(st.integers(0, 2))):
-        messages.append({"role": "system", "content": draw(text)})
+        content = draw(text)
+        if thinking and draw(st.integers(0, 4)) == 0:
+            content = draw(st.lists(thinking_part | text.map(lambda t: {"type": "text", "text": t}), max_size=3))
+        messages.append({"role": "system", "content": content})
     for turn in range(draw(st.integers(1, 3))):
-        for _ in range(draw(st.integers(1, 2))):  # consecutive user messages get merged
-            messages.append({"role": "user", "content": draw(text)})
+        if not (turn == 0 and number and messages and draw(st.integers(0, 5)) == 0):  # [system, assistant, ...]
+            for _ in range(draw(st.integers(1, 2))):  # consecutive user messages get merged
+                messages.append({"role": "user", "content": draw(text)})
         if draw(st.booleans()) and turn:
             messages.append({"role": "system", "content": draw(text)})
         if tools and draw(st.booleans()):
             calls = []
-            for _ in range(draw(st.integers(1, 2))):
+            for _ in range(draw(st.integers(1, 3 if number >= 11 else 2))):
                 arguments = draw(st.dictionaries(text, json_value, max_size=2).map(json.dumps) | text)
                 calls.append(
                     {
-                        "id": draw(call_id),
+                        "id": draw(ids.filter(lambda i, calls=calls: i not in {c["id"] for c in calls})),
                         "type": "function",
                         "function": {"name": draw(tool_name), "arguments": arguments},
                     }
                 )
-            messages.append({"role": "assistant", "tool_calls": calls})
-            for call in calls:
+            call_message = {"role": "assistant", "tool_calls": calls}
+            if number >= 7 and draw(st.booleans()):
+                call_message.update(draw(_assistant_content(thinking)))
+            messages.append(call_message)
+            answers = draw(st.permutations(calls)) if number >= 11 else calls
+            for call in answers:
                 content = draw(json_value.map(json.dumps) | text)
                 messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
-            messages.append({"role": "assistant", "content": draw(nonempty_text)})
+            messages.append({"role": "assistant", **draw(_assistant_content(thinking))})
         else:
             for _ in range(draw(st.integers(1, 2))):
-                messages.append({"role": "assistant", "content": draw(nonempty_text)})
+                messages.append({"role": "assistant", **draw(_assistant_content(thinking))})
     ending = draw(st.sampled_from(["user", "assistant", "prefix"]))
     if ending == "user":
         messages.append({"role": "user", "content": draw(text)})
+
     tool_list = None
     if tools and draw(st.booleans()):
         tool_list = [
@@ -150,12 +206,22 @@ def conversations(draw, tools: bool = False):
                 "function": {
                     "name": draw(tool_name),
                     "description": draw(text),
-                    "parameters": draw(st.dictionaries(text, json_value, max_size=2)),
+                    "parameters": draw(st.dictionaries(text, json_value, max_size=2).filter(_valid_schema)),
                 },
             }
             for _ in range(draw(st.integers(1, 2)))
         ]
     return messages, tool_list, ending == "prefix"
+
+
+def _valid_schema(parameters) -> bool:
+    """Random keys can spell a JSON-schema keyword ("then", "items", ...) with a value that keyword does not take:
+    mistral-common (and the kit) rightly reject such a tool, so valid conversations keep only valid schemas."""
+    try:
+        Draft7Validator.check_schema(parameters)
+    except SchemaError:
+        return False
+    return True
 
 
 def reference_ids(
@@ -237,15 +303,33 @@ FORGED = [
 ]
 
 
-def _id(draw, rnd):
-    return _pick(draw, rnd, (20, good_id), (1, good_id.map(lambda s: s + "\n")), (3, st.sampled_from(BAD_IDS)))
+# Ids only tokenizer v13 accepts, and thinking parts (good and bad), for `any_conversations(later=True)`.
+V13_IDS = ["call_1", "x", "chatcmpl-tool-8a1f", "日本", " "]
+BAD_THINKING = [
+    {"type": "thinking"},
+    {"type": "thinking", "thinking": 5},
+    {"type": "thinking", "thinking": "x", "closed": "maybe"},
+    {"type": "thinking", "thinking": "x", "closed": "yes"},
+    {"type": "thinking", "thinking": "x", "closed": 0},
+]
+
+
+def _id(draw, rnd, later=False):
+    return _pick(
+        draw,
+        rnd,
+        (20, good_id),
+        (1, good_id.map(lambda s: s + "\n")),
+        (3, st.sampled_from(BAD_IDS)),
+        (3 if later else 0, st.sampled_from(V13_IDS)),
+    )
 
 
 def _name(draw, rnd):
     return _pick(draw, rnd, (20, good_name), (1, good_name.map(lambda s: s + "\n")), (3, st.sampled_from(BAD_NAMES)))
 
 
-def _parts(draw, rnd):
+def _parts(draw, rnd, later=False):
     return [
         _pick(
             draw,
@@ -254,17 +338,19 @@ def _parts(draw, rnd):
             (2, st.just({"type": "text", "text": ""})),
             (1, text.map(lambda t: {"type": "text", "text": t, "extra": 1})),
             (1, st.sampled_from(BAD_PARTS)),
+            (6 if later else 0, thinking_part),
+            (1 if later else 0, st.sampled_from(BAD_THINKING)),
         )
         for _ in range(rnd.randint(0, 3))
     ]
 
 
-def _content(draw, rnd, nonempty=False):
+def _content(draw, rnd, nonempty=False, later=False):
     return _pick(
         draw,
         rnd,
         (20, nonempty_text if nonempty else text),
-        (5, lambda: _parts(draw, rnd)),
+        (5, lambda: _parts(draw, rnd, later)),
         (1, st.sampled_from(["", None, 5, {"text": "x"}])),
     )
 
@@ -282,12 +368,12 @@ def _arguments(draw, rnd):
     )
 
 
-def _tool_call(draw, rnd):
+def _tool_call(draw, rnd, later=False):
     call: dict = {"function": {"name": _name(draw, rnd), "arguments": _arguments(draw, rnd)}}
     if rnd.random() < 0.05:
         del call["function"]["arguments"]
     if rnd.random() < 0.9:
-        call["id"] = _id(draw, rnd)
+        call["id"] = _id(draw, rnd, later)
     if rnd.random() < 0.5:
         call["type"] = _pick(draw, rnd, (10, "function"), (1, "tool"), (1, None))
     if rnd.random() < 0.03:
@@ -307,28 +393,35 @@ def _tool_content(draw, rnd):
     )
 
 
-def _message(draw, rnd, role: str, tools: bool) -> dict:
+def _message(draw, rnd, role: str, tools: bool, later: bool = False) -> dict:
     if role == "assistant":
         out: dict = {"role": "assistant"}
-        kind = _pick(draw, rnd, (10, "content"), (6 if tools else 0, "calls"), (1, "both"), (1, "neither"))
+        kind = _pick(
+            draw, rnd, (10, "content"), (6 if tools else 0, "calls"), (4 if later else 1, "both"), (1, "neither")
+        )
         if kind == "both" and not tools:
             kind = "content"
         if kind in ("content", "both"):
-            out["content"] = _content(draw, rnd, nonempty=True)
+            out["content"] = _content(draw, rnd, nonempty=True, later=later)
         if kind in ("calls", "both"):
-            out["tool_calls"] = [_tool_call(draw, rnd) for _ in range(rnd.randint(1, 2))]
+            out["tool_calls"] = [_tool_call(draw, rnd, later) for _ in range(rnd.randint(1, 3 if later else 2))]
         if kind == "neither" and rnd.random() < 0.5:
             out["content"] = _pick(draw, rnd, (1, ""), (1, None), (1, []))
-        if rnd.random() < 0.03:
-            out[rnd.choice(["reasoning_content", "reasoning"])] = "why"
+        if rnd.random() < (0.15 if later else 0.03):
+            field = rnd.choice(["reasoning_content", "reasoning"])
+            out[field] = _pick(draw, rnd, (8, text), (1, 5), (1, None))
+            if rnd.random() < 0.1:
+                out["reasoning" if field == "reasoning_content" else "reasoning_content"] = rnd.choice(
+                    [out[field], "b"]
+                )
     elif role == "tool":
-        out = {"role": "tool", "tool_call_id": _id(draw, rnd), "content": _tool_content(draw, rnd)}
+        out = {"role": "tool", "tool_call_id": _id(draw, rnd, later), "content": _tool_content(draw, rnd)}
         if rnd.random() < 0.03:
             del out[rnd.choice(["tool_call_id", "content"])]
         if rnd.random() < 0.05:
             out["name"] = _name(draw, rnd)
     else:
-        out = {"role": role, "content": _content(draw, rnd)}
+        out = {"role": role, "content": _content(draw, rnd, later=later)}
         if rnd.random() < 0.03:
             del out["content"]
     if rnd.random() < 0.05:
@@ -370,9 +463,11 @@ def _tool_schema(draw, rnd):
 
 
 @st.composite
-def any_conversations(draw, tools: bool = False):
+def any_conversations(draw, tools: bool = False, later: bool = False):
     """(messages, tools, continue_final_message, validation mode): anything a caller might send, in the plain dict
-    form mistral-common reads. Valid conversations are frequent, and so are the rules they break."""
+    form mistral-common reads. Valid conversations are frequent, and so are the rules they break. `later` adds what
+    only tokenizer v7 and later accept (text with tool calls, thinking, free-form call ids, results out of the calls'
+    order)."""
     rnd = draw(st.randoms(use_true_random=True))
     roles: list = []
     for _ in range(rnd.choice([0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 6, 8])):
@@ -382,9 +477,11 @@ def any_conversations(draw, tools: bool = False):
         roles.append(rnd.choices(list(weights), list(weights.values()))[0])
     messages: list = []
     for role in roles:
-        messages.append(_message(draw, rnd, role, tools))
+        messages.append(_message(draw, rnd, role, tools, later))
         calls = messages[-1].get("tool_calls")
         if calls and rnd.random() < 0.85:  # answer the calls, mostly with the right count and ids
+            if later and isinstance(calls, list) and rnd.random() < 0.4:
+                calls = rnd.sample(calls, len(calls))
             for call in calls:
                 if rnd.random() < 0.9:
                     call_id = call.get("id") if isinstance(call, dict) else None
@@ -468,3 +565,39 @@ def in_input_forms(draw, chats):
     if tools is not None and rnd.random() < 0.5:
         plain_tools, form_tools = [*tools, get_json_schema(get_weather)], [*tools, get_weather]
     return (messages, plain_tools, *rest), (forms, form_tools, *rest)
+
+
+def reference_assistant_tokens(tokenizer: MistralTokenizer, messages, tools=None, continue_final_message=False):
+    """The tokens mistral-common emits for the conversation's assistant messages, in order (what assistant masks
+    must cover)."""
+    request = ChatCompletionRequest.from_openai(messages, tools, continue_final_message=continue_final_message)
+    instruct = tokenizer._instruct_request_normalizer.from_chat_completion_request(request)
+    return [
+        token
+        for message in instruct.messages
+        if isinstance(message, AssistantMessage)
+        for token in tokenizer.instruct_tokenizer.encode_assistant_message(message, is_before_last_user_message=False)
+    ]
+
+
+def rendering_time_ratio(name: str, small_chat, large_chat) -> float:
+    """CPU time to render `large_chat` over `small_chat` with template `name`: this process's CPU time only, the
+    garbage collector paused (its passes scale with everything the process holds, not with the template), the
+    smallest of alternated measurements so that a burst of load hits both sizes."""
+
+    def seconds(chat):
+        start = time.process_time()
+        render(chat, name)
+        return time.process_time() - start
+
+    seconds(small_chat[:10])  # compile the template
+    small = large = float("inf")
+    gc.disable()
+    try:
+        for repeat in range(5):
+            small = min(small, seconds(small_chat))
+            if repeat < 2:
+                large = min(large, seconds(large_chat))
+    finally:
+        gc.enable()
+    return large / small

@@ -46,6 +46,37 @@ def reference_tokenizers():
     return {v: MistralTokenizer.from_file(str(reference_tokenizer_file(v))) for v in ("v1", "v2", "v3")}
 
 
+# issue 12: tokenizer v7 and tekken files (tests/tekken_files.py), the kit's tokenizer and mistral-common's for each,
+# built on first use and kept for the session.
+@pytest.fixture(scope="session")
+def mistral_file(tmp_path_factory):
+    """name ("v7", "tekken-v3", "tekken-v13", ...) -> the tokenizer file, shipped or derived (written once)."""
+    from tekken_files import SHIPPED, derive
+
+    files = dict(SHIPPED)
+
+    def file(name):
+        if name not in files:
+            files[name] = derive(name, tmp_path_factory.mktemp("tekken"))
+        return files[name]
+
+    return file
+
+
+@pytest.fixture(scope="session")
+def tokenizer_pair(mistral_file):
+    """name -> (the kit's tokenizer, mistral-common's MistralTokenizer) of that file, loaded once."""
+    pairs = {}
+
+    def pair(name):
+        if name not in pairs:
+            path = mistral_file(name)
+            pairs[name] = (load_tokenizer(path), MistralTokenizer.from_file(str(path)))
+        return pairs[name]
+
+    return pair
+
+
 # issue 5: the command line and the examples run against one cache of tiny checkpoints per test session.
 @pytest.fixture(scope="session")
 def kit_cache():

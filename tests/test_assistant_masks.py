@@ -1,27 +1,13 @@
 """`return_assistant_tokens_mask=True` marks exactly the tokens mistral-common emits for assistant messages."""
 
 from hypothesis import HealthCheck, given, settings
-from mistral_common.protocol.instruct.messages import AssistantMessage
-from mistral_common.protocol.instruct.request import ChatCompletionRequest
 
-from chats import conversations, reference_ids
-
-
-def _assistant_tokens(reference, messages, tools):
-    request = ChatCompletionRequest.from_openai(messages, tools)
-    instruct = reference._instruct_request_normalizer.from_chat_completion_request(request)
-    encoder = reference.instruct_tokenizer
-    return [
-        token
-        for message in instruct.messages
-        if isinstance(message, AssistantMessage)
-        for token in encoder.encode_assistant_message(message, is_before_last_user_message=False)
-    ]
+from chats import conversations, reference_assistant_tokens, reference_ids
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conversations(tools=True))
-def test_masks_cover_exactly_the_assistant_tokens(kit_tokenizers, reference_tokenizers, chat):
+def test_masks_cover_exactly_thereference_assistant_tokens(kit_tokenizers, reference_tokenizers, chat):
     messages, tools, _ = chat
     for version in ("v1", "v3"):
         use_tools = tools if version == "v3" else None
@@ -32,7 +18,7 @@ def test_masks_cover_exactly_the_assistant_tokens(kit_tokenizers, reference_toke
             continue
         out = kit_tokenizers[version].apply_chat_template(messages, tools=use_tools, return_assistant_tokens_mask=True)
         masked = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
-        assert masked == _assistant_tokens(reference, messages, use_tools)
+        assert masked == reference_assistant_tokens(reference, messages, use_tools)
 
 
 def test_masks_batched_and_padded(kit_tokenizers):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ import torch
 from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter, dequantize, quantize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from sentencepiece import SentencePieceProcessor
 from sentencepiece import sentencepiece_model_pb2 as pb
 from transformers import AutoModelForCausalLM
@@ -23,6 +25,7 @@ from chats import conversations, reference_ids, text
 from hf_mistral_kit.gguf import (
     GGUFError,
     gguf_reader,
+    gguf_vocabulary,
     read_gguf_metadata,
     tokenizer_files_from_gguf_fields,
     tokenizer_from_gguf_fields,
@@ -320,7 +323,8 @@ def test_default_dtype_is_the_checkpoints_and_cli_writes_q8_0(originals, work, m
 def gguf_tokenizers(work, ggufs):
     """version -> (GGUF written from a tiny model holding that tokenizer, the kit tokenizer rebuilt from it)."""
     v3 = kit.convert_checkpoint(kit.tiny_model("mistral", work / "hf-v3", tokenizer="v3"), work / "v3.gguf", to="gguf")
-    files = {"v1": ggufs["mistral", "f32"], "v3": v3}
+    v7 = kit.convert_checkpoint(kit.tiny_model("mistral", work / "hf-v7", tokenizer="v7"), work / "v7.gguf", to="gguf")
+    files = {"v1": ggufs["mistral", "f32"], "v3": v3, "v7": v7}
     return {version: (path, kit.load_gguf_tokenizer(path)) for version, path in files.items()}
 
 
@@ -328,7 +332,7 @@ def _fields(path):
     return read_gguf_metadata(path)
 
 
-@pytest.mark.parametrize("version", ["v1", "v3"])
+@pytest.mark.parametrize("version", ["v1", "v3", "v7"])
 def test_rebuilt_sentencepiece_model_is_mistrals_piece_for_piece(version, gguf_tokenizers):
     path, tokenizer = gguf_tokenizers[version]
     found, serialized, added = tokenizer_files_from_gguf_fields(_fields(path), path)
@@ -361,7 +365,7 @@ def test_rebuilt_sentencepiece_model_is_mistrals_piece_for_piece(version, gguf_t
     ):
         assert getattr(rebuilt.trainer_spec, field) == getattr(original.trainer_spec, field), field
     assert tokenizer.init_kwargs.get("mistral_version", version) == version
-    assert tokenizer.chat_template == kit.get_chat_template({"v1": "mistral_v1", "v3": "mistral_v3"}[version])
+    assert tokenizer.chat_template == kit.get_chat_template(f"mistral_{version}")
 
 
 @pytest.fixture(scope="module")
@@ -377,7 +381,7 @@ def sentencepiece_pairs(gguf_tokenizers):
 
 
 @SMALL
-@given(st.sampled_from(["v1", "v3"]), text)
+@given(st.sampled_from(["v1", "v3", "v7"]), text)
 def test_rebuilt_sentencepiece_model_encodes_like_mistrals(sentencepiece_pairs, version, sample):
     rebuilt, original = sentencepiece_pairs[version]
     assert rebuilt.encode(sample) == original.encode(sample)
@@ -435,6 +439,28 @@ def test_llama_cpp_style_vocabulary_and_chatml_tokens(gguf_tokenizers, reference
     assert "<|im_start|>" in chatml.chat_template
     rendered = chatml.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     assert rendered.startswith("<|im_start|>user\nhi<|im_end|>")
+
+
+@SMALL
+@given(conversations(tools=True, version="v7"))
+def test_gguf_v7_tokenizer_gives_mistral_common_chat_ids(gguf_tokenizers, chat):
+    messages, tools, prefix = chat
+    expected = reference_ids(_v7_reference(), messages, tools, prefix)
+    if expected is not None:
+        ids = gguf_tokenizers["v7"][1].apply_chat_template(messages, tools=tools, continue_final_message=prefix)
+        assert ids["input_ids"] == expected
+
+
+@functools.cache
+def _v7_reference():
+    return MistralTokenizer.from_file(str(kit.reference_tokenizer_file("v7")))
+
+
+def test_tekken_folders_are_refused_with_the_route_that_works(work):
+    folder = work / "tekken"
+    kit.load_tokenizer(kit.reference_tokenizer_file("tekken")).save_pretrained(folder)
+    with pytest.raises(GGUFError, match="tekken tokenizer;.*convert_hf_to_gguf.py on a copy of the folder without"):
+        gguf_vocabulary(folder, 131072)
 
 
 @pytest.mark.parametrize(

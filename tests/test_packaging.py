@@ -31,7 +31,8 @@ def test_wheel_contains_templates_and_imports_from_an_install(tmp_path):
     )
     location, listed = out.stdout.splitlines()
     assert location.startswith(str(target))
-    assert listed == "['chatml', 'mistral_v1', 'mistral_v3']"
+    assert listed == str(sorted(p.stem for p in (ROOT / "chat_templates").glob("*.jinja")))
+    assert {"mistral_v1", "mistral_v3", "mistral_v7", "mistral_tekken_v3", "mistral_tekken_v13"} <= set(eval(listed))
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

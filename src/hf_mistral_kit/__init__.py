@@ -36,6 +36,8 @@ _EXPORTS = {
     "load_gguf_tokenizer": "gguf",
     "tiny_model": "tiny",
     "MistralSentencePieceTokenizer": "tokenizer",
+    "MistralTekkenTokenizer": "tokenizer",
+    "MistralTokenizerBase": "tokenizer",
     "ConversationError": "conversation",
     "ValidationMode": "conversation",
     "prepare_chat": "conversation",
@@ -81,6 +83,8 @@ __all__ = [
     # chat templates, the conversation contract and exact tokenizers
     "ConversationError",
     "MistralSentencePieceTokenizer",
+    "MistralTekkenTokenizer",
+    "MistralTokenizerBase",
     "ValidationMode",
     "apply_chat_template",
     "get_chat_template",
@@ -158,4 +162,10 @@ if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported ea
     from .presets import PRESETS, Preset, PresetError, ResolvedPreset, resolve_preset
     from .templates import apply_chat_template, get_chat_template, list_templates, render
     from .tiny import tiny_model
-    from .tokenizer import MistralSentencePieceTokenizer, load_tokenizer, reference_tokenizer_file
+    from .tokenizer import (
+        MistralSentencePieceTokenizer,
+        MistralTekkenTokenizer,
+        MistralTokenizerBase,
+        load_tokenizer,
+        reference_tokenizer_file,
+    )

@@ -152,7 +152,7 @@ def _is_mistral_tokenizer(path: str | os.PathLike, subfolder: str = "") -> bool:
     if not path.is_dir():
         return False
     names = [file.name for file in path.iterdir() if TOKENIZER_FILE_PATTERN.match(file.name)]
-    if any(_VERSIONED_SENTENCEPIECE.match(name) for name in names):
+    if any(_VERSIONED_SENTENCEPIECE.match(name) for name in names) or "tekken.json" in names:
         return True
     if ((path / "tokenizer.model").is_file() or (path / "tokenizer.json").is_file()) and _is_mistral_family(path):
         return True

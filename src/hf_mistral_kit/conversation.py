@@ -10,9 +10,11 @@ Two steps, in this order, shared by `render`, the kit tokenizer's `apply_chat_te
    cycles are an error.
 2. **Validate** (`prepare_chat` with a kit template): the conversation is accepted exactly when mistral-common's
    `ChatCompletionRequest.from_openai(...)` + `MistralTokenizer.encode_chat_completion(...)` accept it for the
-   template's tokenizer version (v1, v2 or v3), with mistral-common's `ValidationMode`. Everything else raises
+   template's tokenizer version (v1, v2, v3, v7, v11 or v13; SentencePiece and tekken files of one version follow
+   the same rules), with mistral-common's `ValidationMode`. Everything else raises
    `ConversationError` (a `ValueError`) naming the message, the rule and the fix. Tool results and tool-call
-   arguments are JSON-normalized as mistral-common does (Jinja cannot parse JSON). The messages handed on are
+   arguments are JSON-normalized as mistral-common does (Jinja cannot parse JSON; from v7 on tool results are written
+   as they are), thinking (v13) becomes thinking parts of the content. The messages handed on are
    rebuilt from the fields mistral-common reads; every other key of the caller's messages is dropped, so the keys
    the templates read internally (`prefix` for `continue_final_message`, `content_json` for a tool result) are only
    ever set here.
@@ -247,7 +249,18 @@ _TRUE = {"1", "on", "t", "true", "y", "yes"}
 _FALSE = {"0", "off", "f", "false", "n", "no"}
 _JOIN = "\n\n"  # mistral-common joins text chunks and merged messages with a blank line
 
-TEMPLATE_VERSIONS = {"mistral_v1": "v1", "mistral_v3": "v3", "chatml": "chatml"}
+# The kit's templates and the tokenizer version whose rules they follow: `mistral_vN` for Mistral's SentencePiece
+# files, `mistral_tekken_vN` for tekken.json (the same rules; tekken writes no space after control tokens).
+TEMPLATE_VERSIONS = {
+    "mistral_v1": "v1",
+    "mistral_v3": "v3",
+    "mistral_v7": "v7",
+    "mistral_tekken_v3": "v3",
+    "mistral_tekken_v7": "v7",
+    "mistral_tekken_v11": "v11",
+    "mistral_tekken_v13": "v13",
+    "chatml": "chatml",
+}
 
 
 def _describe(value: Any) -> str:
@@ -268,6 +281,7 @@ class _Message:
     calls: list[dict[str, Any]] | None = None  # None: no tool_calls key (or None); [] counts as none but is a list
     call_id: Any = None
     prefix: bool = False
+    thinks: bool = False  # the content has thinking parts (tokenizer v13)
 
 
 class _Rules:
@@ -281,9 +295,13 @@ class _Rules:
     models = "Mistral-7B-Instruct v0.1/v0.2, Mixtral-8x7B-Instruct: tokenizer v1"
     tool_calling = False
     check_order = True
+    content_and_calls = False  # an assistant message may have both (tokenizer v7 and later)
+    thinking = False  # thinking parts in assistant and system messages (tokenizer v13 with [THINK] tokens)
 
-    def __init__(self, mode: ValidationMode):
+    def __init__(self, mode: ValidationMode, template: str | None = None):
         self.mode = mode
+        if template is not None:
+            self.template = template
 
     def where(self, message: _Message | int) -> str:
         index = message if isinstance(message, int) else message.index
@@ -296,24 +314,31 @@ class _Rules:
 
     # -- reading one message (ChatCompletionRequest.from_openai and the pydantic models behind it) --
 
-    def parts_text(self, index: _Message, content: Any, field: str = "content") -> tuple[str, Any]:
-        """(joined text, content for the template) of a str or a list of text chunks."""
+    def parts_text(
+        self, index: _Message, content: Any, field: str = "content", thinking: bool = False
+    ) -> tuple[str, Any]:
+        """(joined text, content for the template) of a str or a list of text chunks (and, with `thinking`,
+        thinking chunks: `{"type": "thinking", "thinking": ..., "closed": true}`, kept in the template's content)."""
         if isinstance(content, str):
             return content, content
         if not isinstance(content, list):
             fix = "Use a string or a list of {'type': 'text', 'text': ...} parts."
             raise self.fail(index, f"'{field}' is {_describe(content)}.", fix)
-        texts = []
+        texts, parts = [], []
         for number, part in enumerate(content):
             if not isinstance(part, dict):
                 raise self.fail(
                     index, f"{field} part {number} is {_describe(part)}.", "Use {'type': 'text', 'text': ...}."
                 )
             kind = part.get("type")
+            if kind == "thinking" and thinking:
+                parts.append(self.thinking_part(index, f"{field} part {number}", part))
+                continue
             if kind != "text":
+                renders = "text and thinking parts" if thinking else "text parts only"
                 raise self.fail(
                     index,
-                    f"{field} part {number} has type {_describe(kind)}; {self.template} renders text parts only "
+                    f"{field} part {number} has type {_describe(kind)}; {self.template} renders {renders} "
                     "(mistral-common too, for this tokenizer).",
                     "Send images, audio and thinking to a model and tokenizer that support them.",
                 )
@@ -322,7 +347,18 @@ class _Rules:
                     index, f"{field} part {number} has 'text' {_describe(part.get('text'))}.", "Make it a string."
                 )
             texts.append(part["text"])
-        return _JOIN.join(t for t in texts if t), [{"type": "text", "text": t} for t in texts]
+            parts.append({"type": "text", "text": part["text"]})
+        return _JOIN.join(t for t in texts if t), parts
+
+    def thinking_part(self, index: _Message, where: str, part: dict[str, Any]) -> dict[str, Any]:
+        """A thinking chunk as mistral-common's `ThinkChunk` reads it (`closed` is a pydantic bool, true by default)."""
+        thought = part.get("thinking")
+        if not isinstance(thought, str):
+            raise self.fail(index, f"{where} has 'thinking' {_describe(thought)}.", "Make it a string.")
+        closed = part.get("closed", True)
+        if not _lax_bool(closed):
+            raise self.fail(index, f"{where} has 'closed' {_describe(closed)}.", "Make it true or false.")
+        return {"type": "thinking", "thinking": thought, "closed": _bool_value(closed)}
 
     def read(self, index: int, raw: Any) -> _Message:
         if not isinstance(raw, dict):
@@ -352,8 +388,9 @@ class _Rules:
                 "tool content is a dict; mistral-common takes a string (or text parts).",
                 "Pass json.dumps(result) as the content: JSON results are embedded as JSON.",
             )
-        message.text, message.content = self.parts_text(message, content)
+        message.text, message.content = self.parts_text(message, content, thinking=self.thinking and role == "system")
         message.truthy = bool(content)
+        message.thinks = _thinks(message.content)
         if role == "tool":
             self.read_tool(message, raw)
         return message
@@ -361,21 +398,51 @@ class _Rules:
     def read_assistant(self, message: _Message, raw: dict) -> None:
         content = raw.get("content")
         if content is not None:
-            message.text, message.content = self.parts_text(message, content)
+            message.text, message.content = self.parts_text(message, content, thinking=self.thinking)
             message.truthy = bool(content)
-        for field in ("reasoning_content", "reasoning"):
-            if raw.get(field) is not None:
-                raise self.fail(
-                    message,
-                    f"'{field}' is set; this Mistral format has no thinking (mistral-common rejects it).",
-                    f"Drop '{field}', or put the text into the content.",
-                )
+            message.thinks = _thinks(message.content)
+        self.read_reasoning(message, raw)
         calls = raw.get("tool_calls")
         if calls is None:
             return
         if not isinstance(calls, list):
             raise self.fail(message, f"'tool_calls' is {_describe(calls)}.", "Make it a list of tool calls.")
         message.calls = [self.read_call(message, number, call) for number, call in enumerate(calls)]
+
+    def read_reasoning(self, message: _Message, raw: dict) -> None:
+        """`reasoning_content` / `reasoning` (vLLM's and SGLang's fields): a thinking chunk before the content in
+        mistral-common's `AssistantMessage.from_openai`, which only tokenizer v13 renders."""
+        fields = {field: raw[field] for field in ("reasoning_content", "reasoning") if raw.get(field) is not None}
+        if not fields:
+            return
+        field = next(iter(fields))
+        if not self.thinking:
+            raise self.fail(
+                message,
+                f"'{field}' is set; this Mistral format has no thinking (mistral-common rejects it).",
+                f"Drop '{field}', or put the text into the content.",
+            )
+        if len(set(map(repr, fields.values()))) > 1:
+            raise self.fail(
+                message, "'reasoning_content' and 'reasoning' differ.", "Give the thinking once, in one of them."
+            )
+        if message.thinks:
+            raise self.fail(
+                message,
+                f"the content has thinking parts and '{field}' is set too.",
+                "Give the thinking once: as a thinking part or in the field.",
+            )
+        thought = fields[field]
+        if not isinstance(thought, str):
+            raise self.fail(message, f"'{field}' is {_describe(thought)}.", "Make it a string.")
+        if raw.get("content") is None:
+            parts = []
+        elif isinstance(message.content, str):
+            parts = [{"type": "text", "text": message.content}]
+        else:
+            parts = message.content
+        message.content = [{"type": "thinking", "thinking": thought, "closed": True}, *parts]
+        message.truthy, message.thinks = True, True
 
     def read_call(self, message: _Message, number: int, call: Any) -> dict[str, Any]:
         where = f"tool_calls[{number}]"
@@ -520,9 +587,12 @@ class _Rules:
                     message,
                     f"a {message.role} message cannot follow {article} {previous.role} message (what may follow "
                     f"it: {', '.join(_NEXT_ROLES[previous.role])}).",
-                    _ORDER_FIXES[message.role],
+                    self.order_fix(message.role),
                 )
         self.check_tool_results(messages)
+
+    def order_fix(self, role: str) -> str:
+        return _ORDER_FIXES[role]
 
     def check_last(self, last: _Message) -> None:
         if self.mode == ValidationMode.agnostic:
@@ -577,7 +647,7 @@ class _Rules:
             self.check_tool_message_id(message)
         if message.role != "assistant":
             return
-        if message.truthy == bool(message.calls):
+        if not self.content_and_calls and message.truthy == bool(message.calls):
             has = "both content and tool_calls" if message.truthy else "neither content nor tool_calls"
             raise self.fail(
                 message,
@@ -683,8 +753,8 @@ class _RulesV3(_RulesV2):
         if not _CALL_ID_RE.match(message.call_id):
             raise self.fail(
                 message,
-                f"tool_call_id {_describe(message.call_id)} is not 9 letters or digits, as Mistral's v3 format "
-                "requires.",
+                f"tool_call_id {_describe(message.call_id)} is not 9 letters or digits, as Mistral's "
+                f"{self.version} format requires.",
                 "Use 9-character alphanumeric ids (e.g. uuid4().hex[:9]), the same in the call and its result.",
             )
 
@@ -701,8 +771,8 @@ class _RulesV3(_RulesV2):
         elif not _CALL_ID_RE.match(call_id):
             raise self.fail(
                 message,
-                f"tool_calls[{number}] has id {_describe(call_id)}, not 9 letters or digits as Mistral's v3 format "
-                "requires.",
+                f"tool_calls[{number}] has id {_describe(call_id)}, not 9 letters or digits as Mistral's "
+                f"{self.version} format requires.",
                 "Use 9-character alphanumeric ids (e.g. uuid4().hex[:9]), the same in the call and its result.",
             )
         super().check_call(message, number, call, is_last)
@@ -720,6 +790,135 @@ class _RulesV3(_RulesV2):
                 )
             if not text and not calls:
                 raise self.fail(run[0], "the assistant's text is empty.", "Give the assistant message its answer.")
+
+
+class _RulesV7(_RulesV3):
+    """Tokenizer v7 (`MistralRequestValidatorV5`, `InstructRequestNormalizerV7`, `InstructTokenizerV7`): every system
+    message is its own [SYSTEM_PROMPT] block where it stands, an assistant message may have both text and tool calls,
+    tool results are written as they are (no JSON normalization) after their call id, and no empty user turn is
+    inserted."""
+
+    template = "mistral_v7"
+    version = "v7"
+    models = "Mistral-Large-2411, Mistral-Small-24B-2501/2503: tokenizer v7"
+    content_and_calls = True
+
+    def order_fix(self, role: str) -> str:
+        if role == "system":
+            return "Move the system message after a user message or before the turn it belongs to."
+        return super().order_fix(role)
+
+    def check_runs(self, messages: list[_Message]) -> None:
+        for run in _runs(messages):
+            if run[0].role != "assistant":
+                continue
+            if not any(m.text or m.thinks for m in run) and not any(m.calls for m in run):
+                raise self.fail(
+                    run[0], "the assistant's turn has neither text nor tool calls.", "Give the assistant its answer."
+                )
+
+    def output(self, message: _Message) -> dict[str, Any]:
+        if message.role == "tool":
+            return {"role": "tool", "tool_call_id": message.call_id, "content": message.text}
+        out = super().output(message)
+        if message.role in ("system", "assistant") and message.thinks:
+            out["content"] = message.content
+        elif message.role == "system":
+            out["content"] = message.text  # every system message is written, empty or not
+        return out
+
+
+class _RulesV11(_RulesV7):
+    """Tokenizer v11 (`MistralRequestValidatorV11`, `InstructRequestNormalizerV13`, `InstructTokenizerV11`): tool
+    results are matched to the calls by id (each call answered at most once, no unknown ids) and written in the order
+    of the calls; calls are written one by one, `[TOOL_CALLS]name[CALL_ID]id[ARGS]arguments`."""
+
+    template = "mistral_tekken_v11"
+    version = "v11"
+    models = "Mistral-Small-3.2-24B-Instruct-2506: tokenizer v11"
+
+    def check_tool_results(self, messages: list[_Message]) -> None:
+        expected: set[str] = set()
+        observed: set[str] = set()
+        for message in messages[1:]:  # mistral-common does not look at the first message
+            if message.role == "tool":
+                if message.call_id in observed:
+                    raise self.fail(
+                        message,
+                        f"a second tool result for the call id {_describe(message.call_id)}.",
+                        "Answer each tool call once.",
+                    )
+                if message.call_id not in expected:
+                    raise self.fail(
+                        message,
+                        f"tool_call_id {_describe(message.call_id)} is not the id of a call of the assistant message "
+                        "before it.",
+                        "Use the id of the tool call this result answers.",
+                    )
+                observed.add(message.call_id)
+            elif message.role == "assistant":
+                if len(expected) != len(observed):
+                    raise self.fail(
+                        message,
+                        "the tool calls before it are not all answered by tool messages.",
+                        "Give each tool call exactly one tool message, before the next assistant message.",
+                    )
+                expected, observed = set(), set()
+                for call in message.calls or []:
+                    if call["id"] in expected:
+                        raise self.fail(
+                            message,
+                            f"two tool calls have the id {_describe(call['id'])}.",
+                            "Give each call its own id.",
+                        )
+                    expected.add(call["id"])
+        if len(expected) != len(observed) and self.mode == ValidationMode.serving:
+            raise ConversationError(
+                "",
+                "The tool calls and tool results differ in number (validation mode 'serving').",
+                "Answer every call.",
+            )
+
+
+class _RulesV13(_RulesV11):
+    """Tokenizer v13 (`MistralRequestValidatorV13`, `InstructTokenizerV13`): call ids are any non-empty strings and are
+    not written (`[TOOL_CALLS]name[ARGS]arguments`, `[TOOL_RESULTS]content[/TOOL_RESULTS]`), tools are listed before
+    the FIRST user turn, and assistant and system messages may hold thinking chunks ([THINK] ... [/THINK])."""
+
+    template = "mistral_tekken_v13"
+    version = "v13"
+    models = "Magistral-Small-2507/2509, Devstral-Small-2507: tokenizer v13"
+    thinking = True
+
+    def __init__(self, mode: ValidationMode, template: str | None = None, thinking_tokens: bool = True):
+        super().__init__(mode, template)
+        self.thinking = thinking_tokens
+
+    def read_reasoning(self, message: _Message, raw: dict) -> None:
+        if not self.thinking and any(raw.get(field) is not None for field in ("reasoning_content", "reasoning")):
+            raise self.fail(
+                message,
+                "thinking is set, but this tokenizer has no [THINK] and [/THINK] tokens (mistral-common rejects it).",
+                "Use the model's own tekken.json, or put the text into the content.",
+            )
+        super().read_reasoning(message, raw)
+
+    def check_tool_message_id(self, message: _Message) -> None:
+        if not message.call_id or message.call_id == _NULL_ID:
+            raise self.fail(
+                message,
+                f"tool_call_id is {_describe(message.call_id)}; tokenizer v13 needs the id of the call it answers.",
+                "Give it the id of the tool call it answers.",
+            )
+
+    def check_call(self, message: _Message, number: int, call: dict[str, Any], is_last: bool) -> None:
+        if not call["id"] or call["id"] == _NULL_ID:
+            raise self.fail(
+                message,
+                f"tool_calls[{number}] has no id; tokenizer v13 needs one (any non-empty string but 'null').",
+                "Give the call an id, the same in the call and its result.",
+            )
+        _Rules.check_call(self, message, number, call, is_last)
 
 
 class _RulesChatML(_Rules):
@@ -743,7 +942,15 @@ class _RulesChatML(_Rules):
         return out
 
 
-_RULES = {"v1": _Rules, "v2": _RulesV2, "v3": _RulesV3, "chatml": _RulesChatML}
+_RULES = {
+    "v1": _Rules,
+    "v2": _RulesV2,
+    "v3": _RulesV3,
+    "v7": _RulesV7,
+    "v11": _RulesV11,
+    "v13": _RulesV13,
+    "chatml": _RulesChatML,
+}
 
 
 def _runs(messages: list[_Message]) -> list[list[_Message]]:
@@ -756,6 +963,17 @@ def _runs(messages: list[_Message]) -> list[list[_Message]]:
         else:
             runs.append([message])
     return runs
+
+
+def _thinks(content: Any) -> bool:
+    return isinstance(content, list) and any(part.get("type") == "thinking" for part in content)
+
+
+def _bool_value(value: Any) -> bool:
+    """The value pydantic's lax bool gives `value` (which `_lax_bool` accepts)."""
+    if isinstance(value, str):
+        return value.lower() in _TRUE
+    return bool(value)
 
 
 def _lax_bool(value: Any) -> bool:
@@ -792,13 +1010,16 @@ def prepare_chat(
     mode: ValidationMode | str | None = None,
     continue_final_message: bool = False,
     add_generation_prompt: bool = False,
+    thinking_tokens: bool = True,
 ) -> PreparedChat:
     """Plain, validated data for rendering one conversation with a kit template (see the module docstring).
 
-    `template` is the kit template's name ("mistral_v1", "mistral_v3", "chatml") or None for any other template,
-    whose data is only made plain (with transformers' "<TypeName>" placeholders; keys whose value is None dropped
-    from messages, as transformers does). `version` is the tokenizer's ("v2" selects v2's rules for mistral_v3).
-    Raises `ConversationError` for a conversation mistral-common rejects.
+    `template` is the kit template's name (`TEMPLATE_VERSIONS`: "mistral_v1", "mistral_v3", "mistral_v7",
+    "mistral_tekken_v3" ... "chatml") or None for any other template, whose data is only made plain (with transformers'
+    "<TypeName>" placeholders; keys whose value is None dropped from messages, as transformers does). `version` is the
+    tokenizer's ("v2" selects v2's rules for mistral_v3). `thinking_tokens` says whether the tokenizer has [THINK] and
+    [/THINK] (tokenizer v13 renders thinking only then, as mistral-common). Raises `ConversationError` for a
+    conversation mistral-common rejects.
     """
     placeholders = template is None
     messages = getattr(conversation, "messages", conversation)
@@ -820,7 +1041,11 @@ def prepare_chat(
         raise ValueError(f"Unknown kit template {template!r}; expected one of {sorted(TEMPLATE_VERSIONS)}.")
     if rule_set == "v3" and version == "v2":
         rule_set = "v2"
-    rules = _RULES[rule_set](_mode(mode, messages, continue_final_message, add_generation_prompt))
+    validation_mode = _mode(mode, messages, continue_final_message, add_generation_prompt)
+    if rule_set == "v13":
+        rules = _RulesV13(validation_mode, template, thinking_tokens=thinking_tokens)
+    else:
+        rules = _RULES[rule_set](validation_mode, template)
     if plain_documents:
         raise ConversationError(
             "documents",

@@ -463,7 +463,7 @@ def _reference_vocabularies() -> dict[str, Any]:
 
     return {
         version: sentencepiece_model_pb2.ModelProto.FromString(reference_tokenizer_file(version).read_bytes())
-        for version in ("v1", "v2", "v3")
+        for version in ("v1", "v2", "v3", "v7")
     }
 
 
@@ -506,7 +506,8 @@ def sentencepiece_model_from_vocabulary(
 
 
 def _matching_version(tokens: list[str], scores: list[float], types: list[int], source: Any) -> tuple[str, Any]:
-    """Which of Mistral's tokenizers (v1, v2, v3) this vocabulary is, piece for piece; and that reference model."""
+    """Which of Mistral's SentencePiece tokenizers (v1, v2, v3, v7) this vocabulary is, piece for piece; and that
+    reference model."""
     best: tuple[int, str] | None = None
     for version, reference in _reference_vocabularies().items():
         pieces = reference.pieces
@@ -528,7 +529,7 @@ def _matching_version(tokens: list[str], scores: list[float], types: list[int], 
             best = (len(differing), f"{version} differs at id {differing[0]} ({tokens[differing[0]]!r})")
     detail = f"; closest: {best[1]}" if best else ""
     raise GGUFError(
-        f"{source}: the vocabulary is not one of Mistral's SentencePiece tokenizers (v1, v2, v3){detail}. The kit "
+        f"{source}: the vocabulary is not one of Mistral's SentencePiece tokenizers (v1, v2, v3, v7){detail}. The kit "
         "only vouches for those; load this tokenizer with transformers.AutoTokenizer.from_pretrained(..., "
         "gguf_file=...) or from the model's original repository."
     )
@@ -540,7 +541,7 @@ def tokenizer_files_from_gguf_fields(fields: Mapping[str, Any], source: Any) -> 
     if model_kind != "llama":
         raise GGUFError(
             f"{source} holds a {model_kind!r} tokenizer, not a SentencePiece one (tokenizer.ggml.model 'llama'); the "
-            "kit's exact tokenizers are Mistral's SentencePiece v1/v2/v3 (tekken files are not supported)."
+            "kit rebuilds Mistral's SentencePiece tokenizers (v1/v2/v3/v7) from a GGUF, not tekken ones."
         )
     tokens = list(fields.get("tokenizer.ggml.tokens") or [])
     scores = [float(s) for s in fields.get("tokenizer.ggml.scores") or [0.0] * len(tokens)]
@@ -637,10 +638,15 @@ def _tokenizer_source(src: Path) -> Path:
     files = sorted(f for f in src.iterdir() if f.is_file() and TOKENIZER_FILE_PATTERN.match(f.name))
     sentencepiece = [f for f in files if not f.name.startswith("tekken")]
     if not sentencepiece:
-        what = "only a tekken tokenizer, which the kit does not template" if files else "no tokenizer file"
+        if files:
+            raise GGUFError(
+                f"{src} has a tekken tokenizer; the kit writes GGUF files with Mistral's SentencePiece vocabularies "
+                "only. Use llama.cpp's convert_hf_to_gguf.py on a copy of the folder without tekken.json (the "
+                "README's llama.cpp section says why)."
+            )
         raise GGUFError(
-            f"{src} has {what}: a GGUF carries the SentencePiece vocabulary (tokenizer.model or "
-            "tokenizer.model.v1/v2/v3). Copy the model's tokenizer file into it."
+            f"{src} has no tokenizer file: a GGUF carries the SentencePiece vocabulary (tokenizer.model or "
+            "tokenizer.model.v1/v2/v3/v7). Copy the model's tokenizer file into it."
         )
     versioned = [f for f in sentencepiece if re.search(r"\.model\.v\d+", f.name)]
     return (versioned or sentencepiece)[0]
@@ -701,7 +707,7 @@ def gguf_vocabulary(src: Path, vocab_size: int) -> dict[str, Any]:
 # with `true`; v2/v3 templates write the space after [INST]/[/INST] themselves and SentencePiece adds a dummy prefix
 # only at the very start of the input, so llama.cpp's chat ids match with `false` (plain text given to llama.cpp's
 # tokenizer then gets no leading space).
-ADD_SPACE_PREFIX = {"v1": True, "v2": False, "v3": False}
+ADD_SPACE_PREFIX = {"v1": True, "v2": False, "v3": False, "v7": False}
 
 
 def _version_of(vocabulary: Mapping[str, Any]) -> str:

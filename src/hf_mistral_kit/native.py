@@ -913,14 +913,14 @@ _TOKENIZER_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "added_token
 
 
 def _copy_tokenizer(src: Path, dst: Path) -> None:
-    """Carry the tokenizer over: a Mistral SentencePiece tokenizer is written the way the kit saves tokenizers
-    (tokenizer.json, tokenizer_config.json, chat template, tokenizer.model and tokenizer.model.vN), so that every
-    consumer reads the converted checkpoint exactly; other tokenizer files (tekken.json, ...) are copied as they are.
+    """Carry the tokenizer over: a Mistral tokenizer the kit templates (SentencePiece or tekken.json) is written the
+    way the kit saves tokenizers (tokenizer.json, tokenizer_config.json, chat template and Mistral's own file), so
+    that every consumer reads the converted checkpoint exactly; other tokenizer files are copied as they are.
     Files the tokenizer is read from pass the same checks as copied ones."""
-    from .tokenizer import find_tokenizer_file, load_tokenizer
+    from .tokenizer import kit_tokenizer_file, load_tokenizer
 
     files = [file for file in sorted(src.iterdir()) if TOKENIZER_FILE_PATTERN.match(file.name)]
-    if find_tokenizer_file(src) is None:
+    if kit_tokenizer_file(src) is None:
         for file in files:
             copy_from_checkpoint(src, file, dst)
         return

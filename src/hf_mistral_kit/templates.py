@@ -15,7 +15,16 @@ from .conversation import ValidationMode, prepare_chat
 TEMPLATE_MODELS = {
     "mistral_v1": "Mistral-7B-Instruct-v0.1, Mistral-7B-Instruct-v0.2, Mixtral-8x7B-Instruct-v0.1 and their "
     "fine-tunes or pruned variants (tokenizer v1)",
-    "mistral_v3": "Mistral-7B-Instruct-v0.3 (tokenizer v3: control tokens, function calling)",
+    "mistral_v3": "Mistral-7B-Instruct-v0.3, Mixtral-8x22B-Instruct-v0.1 (tokenizer v3: control tokens, function "
+    "calling)",
+    "mistral_v7": "Mistral-Large-Instruct-2411, Pixtral-Large-Instruct-2411 (text) (SentencePiece tokenizer v7: "
+    "[SYSTEM_PROMPT], text with tool calls, [TOOL_CONTENT])",
+    "mistral_tekken_v3": "Mistral-Nemo-Instruct-2407, Ministral-8B-Instruct-2410, Pixtral-12B-2409 (text) "
+    "(tekken.json version v3)",
+    "mistral_tekken_v7": "Mistral-Small-24B-Instruct-2501, Mistral-Small-3.1-24B-Instruct-2503 (text), "
+    "Devstral-Small-2505 (tekken.json version v7)",
+    "mistral_tekken_v11": "Mistral-Small-3.2-24B-Instruct-2506 (tekken.json version v11: [CALL_ID], [ARGS])",
+    "mistral_tekken_v13": "Magistral-Small-2507/2509, Devstral-Small-2507 (tekken.json version v13: [ARGS], [THINK])",
     "chatml": "Mistral-7B-OpenOrca and other ChatML fine-tunes (<|im_start|>/<|im_end|>)",
 }
 CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")

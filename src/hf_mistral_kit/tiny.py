@@ -22,6 +22,8 @@ STAMP_FILE = "hf_mistral_kit_tiny.json"
 TOKENIZERS = {
     "v1": ("tokenizer.model.v1", "tokenizer.model.v1", 32000),
     "v3": ("mistral_instruct_tokenizer_240323.model.v3", "tokenizer.model.v3", 32768),
+    "v7": ("mistral_instruct_tokenizer_241114.model.v7", "tokenizer.model.v7", 32768),
+    "tekken": ("tekken_240718.json", "tekken.json", 131072),  # Mistral-Nemo's (instruct format v3)
 }
 _SIZES = {
     "hidden_size": 64,
@@ -54,7 +56,7 @@ def tiny_model(
     seed: int = 0,
     native: bool = False,
     *,
-    tokenizer: Literal["v1", "v3"] = "v1",
+    tokenizer: Literal["v1", "v3", "v7", "tekken"] = "v1",
     **config_overrides: Any,
 ) -> Path:
     """Build a small random `kind` checkpoint at `path` and return the directory.
@@ -64,7 +66,8 @@ def tiny_model(
     from mistral-common, saved as the kit saves tokenizers (`tokenizer.json`, `tokenizer_config.json`,
     `chat_template.jinja`, and the SentencePiece file as `tokenizer.model` and under its versioned name): v1 by
     default (the tokenizer of Mistral 7B v0.1 and Mixtral 8x7B, vocabulary 32000), v3 with `tokenizer="v3"` (v0.3
-    models, 32768). Transformers, vLLM, llama.cpp's converter and mistral-common all read it.
+    models, 32768), v7 with `tokenizer="v7"` (Mistral-Large-2411, 32768), and Mistral-Nemo's tekken.json with
+    `tokenizer="tekken"` (131072). Transformers, vLLM, llama.cpp's converter and mistral-common all read it.
 
     Sizes default to hidden 64, 2 layers, 4 heads of 32 over 2 KV heads (and 4 experts, top 2, for Mixtral); any config
     field can be overridden, e.g. `sliding_window=8` to exercise the window on short sequences. Weights depend only

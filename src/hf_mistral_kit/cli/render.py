@@ -18,7 +18,14 @@ from .common import CLIError, ExitCode, existing_path, read_conversations
 
 DEFAULT_TEMPLATE = "mistral_v1"
 # The real tokenizer each template is checked and tokenized with when no --tokenizer is given.
-TEMPLATE_TOKENIZER = {"mistral_v1": "v1", "mistral_v3": "v3", "chatml": "v1"}
+# (mistral-common ships no tekken file of version v7, v11 or v13: those take --tokenizer.)
+TEMPLATE_TOKENIZER = {
+    "mistral_v1": "v1",
+    "mistral_v3": "v3",
+    "mistral_v7": "v7",
+    "mistral_tekken_v3": "tekken",
+    "chatml": "v1",
+}
 # Mistral-7B-OpenOrca's ids for the ChatML tokens it added on top of the v1 vocabulary.
 OPENORCA_ADDED_TOKENS = {"<|im_end|>": 32000, "<|im_start|>": 32001}
 
@@ -70,13 +77,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _user_tokenizer(value: str) -> tuple[Any, Path | None]:
-    from ..tokenizer import find_tokenizer_file, load_tokenizer
+    from ..tokenizer import find_mistral_tokenizer_file, load_tokenizer
 
     path = existing_path(value, "Tokenizer")
     if not path.is_dir() and not TOKENIZER_FILE.match(path.name):
         raise CLIError(
-            f"{value} is not a tokenizer file: --tokenizer takes a Mistral SentencePiece file (tokenizer.model, "
-            "tokenizer.model.v3, ...) or a checkpoint directory holding one. The conversation is FILE."
+            f"{value} is not a tokenizer file: --tokenizer takes a Mistral tokenizer file (tokenizer.model, "
+            "tokenizer.model.v3, tekken.json, ...) or a checkpoint directory holding one. The conversation is FILE."
         )
     if not path.is_dir() and not path.is_file():
         raise CLIError(f"{value} is not a regular file; --tokenizer takes a tokenizer file or a checkpoint directory.")
@@ -90,7 +97,7 @@ def _user_tokenizer(value: str) -> tuple[Any, Path | None]:
         if type(error) is not Exception:  # the tokenizers library raises bare Exceptions for files it cannot parse
             raise
         raise CLIError(f"cannot load the tokenizer {value}: {_first_line(error)}") from None
-    return tokenizer, find_tokenizer_file(path) if path.is_dir() else path
+    return tokenizer, find_mistral_tokenizer_file(path) if path.is_dir() else path
 
 
 # Tokenizer file names --tokenizer accepts (directories are given to load_tokenizer as they are).
@@ -106,6 +113,11 @@ def _template_tokenizer(template: str) -> tuple[Any, Path]:
     """The real tokenizer for `template`: v1 or v3, and for chatml v1 with OpenOrca's two added tokens."""
     from ..tokenizer import load_tokenizer, reference_tokenizer_file
 
+    if template not in TEMPLATE_TOKENIZER:
+        raise CLIError(
+            f"--tokens, --json and --check with {template} need --tokenizer (the model's tekken.json, or its "
+            "checkpoint directory): mistral-common ships no tekken file of that version."
+        )
     model_file = reference_tokenizer_file(TEMPLATE_TOKENIZER[template])
     if template != "chatml":
         tokenizer = load_tokenizer(model_file)
@@ -120,9 +132,9 @@ def _template_tokenizer(template: str) -> tuple[Any, Path]:
 def _reference(tokenizer: Any, tokenizer_file: Path | None):
     """mistral-common's tokenizer for the same file (ChatML and tokenizer-less directories have none)."""
     if tokenizer.chat_template == get_chat_template("chatml"):
-        raise CLIError("--check compares with mistral-common, which has no ChatML: use mistral_v1 or mistral_v3.")
+        raise CLIError("--check compares with mistral-common, which has no ChatML: use a Mistral template.")
     if tokenizer_file is None or not tokenizer_file.is_file():
-        raise CLIError("--check needs a Mistral SentencePiece file (tokenizer.model, tokenizer.model.v3 ...).")
+        raise CLIError("--check needs a Mistral tokenizer file (tokenizer.model, tokenizer.model.v3, tekken.json ...).")
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
     return MistralTokenizer.from_file(str(tokenizer_file))
