@@ -506,8 +506,13 @@ class MistralTokenizerBase(TokenizersBackend):
         backend.no_truncation()
         return backend
 
+    @cached_property
+    def _has_thinking_tokens(self) -> bool:
+        """Whether the vocabulary has v13's [THINK] and [/THINK] (a tekken v13 file may come without them)."""
+        return {"[THINK]", "[/THINK]"} <= {t.content for t in self._tokenizer.get_added_tokens_decoder().values()}
+
     def _add_tokens(self, new_tokens: Any, special_tokens: bool = False) -> int:
-        for cached in ("_escaper", "_chat_backend", "_user_defined"):
+        for cached in ("_escaper", "_chat_backend", "_user_defined", "_has_thinking_tokens"):
             self.__dict__.pop(cached, None)
         return super()._add_tokens(new_tokens, special_tokens=special_tokens)
 
@@ -563,8 +568,6 @@ class MistralTokenizerBase(TokenizersBackend):
         template = self.get_chat_template(chat_template, tools)
         name, mode = template_name(template), kwargs.pop("validation_mode", None)
         self._check_template(name)
-        vocab = self._tokenizer.get_added_tokens_decoder().values()
-        thinking = {"[THINK]", "[/THINK]"} <= {token.content for token in vocab}
         chats = [
             prepare_chat(
                 chat,
@@ -575,7 +578,7 @@ class MistralTokenizerBase(TokenizersBackend):
                 mode=mode,
                 continue_final_message=continue_final_message,
                 add_generation_prompt=add_generation_prompt,
-                thinking_tokens=thinking,
+                thinking_tokens=self._has_thinking_tokens,
             )
             for chat in conversations
         ]
