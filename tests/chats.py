@@ -13,6 +13,7 @@ import time
 import typing
 import warnings
 
+import pytest
 from hypothesis import strategies as st
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import SchemaError
@@ -21,7 +22,7 @@ from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.protocol.instruct.validator import ValidationMode
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
-from hf_mistral_kit import render
+from hf_mistral_kit import ConversationError, render
 
 # Pieces that stress the encoder: runs of spaces, newlines, tabs, unicode, and spellings of control tokens.
 _SPECIAL_TEXT = [
@@ -601,3 +602,24 @@ def rendering_time_ratio(name: str, small_chat, large_chat) -> float:
     finally:
         gc.enable()
     return large / small
+
+
+def assert_agrees(tokenizer, reference: MistralTokenizer, chat, forms=None, refuses_tools: bool = False) -> None:
+    """The kit and mistral-common agree on `chat` (messages, tools, continue_final_message, validation mode): both
+    accept it with the same ids, or both reject it (the kit with its ConversationError). `forms` is the same
+    conversation in other input forms, given to the kit only; `refuses_tools`: the kit rejects any tools (v1, where
+    mistral-common drops them)."""
+    messages, tools, prefix, mode = chat
+    expected = reference_ids(reference, messages, tools, prefix, mode)
+    kit_messages, kit_tools, *_ = forms or chat
+
+    def encode():
+        return tokenizer.apply_chat_template(
+            kit_messages, tools=kit_tools, continue_final_message=prefix, validation_mode=mode
+        )
+
+    if expected is None or (refuses_tools and tools):
+        with pytest.raises(ConversationError):
+            encode()
+    else:
+        assert encode()["input_ids"] == expected

@@ -1,11 +1,9 @@
 """Token-for-token parity of the kit's tokenizers + templates with mistral-common over generated conversations:
 the same ids when mistral-common accepts a conversation, the kit's ConversationError when it rejects one."""
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 
-from chats import any_conversations, conversations, in_input_forms, reference_ids
-from hf_mistral_kit.conversation import ConversationError
+from chats import any_conversations, assert_agrees, conversations, in_input_forms, reference_ids
 
 PARITY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ADVERSARIAL = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -41,41 +39,22 @@ def test_v2_without_tools_matches_mistral_common(kit_tokenizers, reference_token
     _check(kit_tokenizers["v2"], reference_tokenizers["v2"], messages, None, prefix)
 
 
-def _agree(kit, reference, chat, version, forms=None):
-    """Accepted by both with the same ids, or rejected by both (the kit with its ConversationError). `forms` is the
-    same conversation in other input forms, for the kit only."""
-    messages, tools, prefix, mode = chat
-    expected = reference_ids(reference, messages, tools, prefix, mode)
-    kit_messages, kit_tools, *_ = forms or chat
-
-    def encode():
-        return kit.apply_chat_template(
-            kit_messages, tools=kit_tools, continue_final_message=prefix, validation_mode=mode
-        )
-
-    if expected is None or (version == "v1" and tools):  # v1 refuses tools that mistral-common would drop
-        with pytest.raises(ConversationError):
-            encode()
-    else:
-        assert encode()["input_ids"] == expected
-
-
 @ADVERSARIAL
 @given(any_conversations(tools=True))
 def test_v1_accepts_and_rejects_what_mistral_common_does(kit_tokenizers, reference_tokenizers, chat):
-    _agree(kit_tokenizers["v1"], reference_tokenizers["v1"], chat, "v1")
+    assert_agrees(kit_tokenizers["v1"], reference_tokenizers["v1"], chat, refuses_tools=True)
 
 
 @ADVERSARIAL
 @given(any_conversations(tools=True))
 def test_v3_accepts_and_rejects_what_mistral_common_does(kit_tokenizers, reference_tokenizers, chat):
-    _agree(kit_tokenizers["v3"], reference_tokenizers["v3"], chat, "v3")
+    assert_agrees(kit_tokenizers["v3"], reference_tokenizers["v3"], chat)
 
 
 @ADVERSARIAL
 @given(any_conversations())
 def test_v2_accepts_and_rejects_what_mistral_common_does(kit_tokenizers, reference_tokenizers, chat):
-    _agree(kit_tokenizers["v2"], reference_tokenizers["v2"], chat, "v2")
+    assert_agrees(kit_tokenizers["v2"], reference_tokenizers["v2"], chat)
 
 
 @ADVERSARIAL
@@ -84,4 +63,6 @@ def test_every_input_form_is_read_as_its_dicts(kit_tokenizers, reference_tokeniz
     """Objects, tuples, Conversation objects and functions as tools: the ids (or the rejection) of their dict form."""
     plain, forms = chats
     for version in ("v1", "v3"):
-        _agree(kit_tokenizers[version], reference_tokenizers[version], plain, version, forms)
+        assert_agrees(
+            kit_tokenizers[version], reference_tokenizers[version], plain, forms, refuses_tools=version == "v1"
+        )

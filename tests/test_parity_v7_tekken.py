@@ -8,8 +8,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hf_mistral_kit as kit
-from chats import any_conversations, conversations, in_input_forms, reference_assistant_tokens, reference_ids
-from hf_mistral_kit.conversation import ConversationError
+from chats import (
+    any_conversations,
+    assert_agrees,
+    conversations,
+    in_input_forms,
+    reference_assistant_tokens,
+    reference_ids,
+)
 from tekken_files import TEMPLATES
 
 FILES = list(TEMPLATES)  # v7, v7m1, tekken-v3, tekken-v3-image, tekken-v7, tekken-v11, tekken-v13
@@ -42,30 +48,12 @@ def test_valid_conversations_get_mistral_commons_ids(name, tokenizer_pair, data)
     )
 
 
-def _agree(tokenizer, reference, chat, forms=None):
-    """Accepted by both with the same ids, or rejected by both (the kit with its ConversationError)."""
-    messages, tools, prefix, mode = chat
-    expected = reference_ids(reference, messages, tools, prefix, mode)
-    kit_messages, kit_tools, *_ = forms or chat
-
-    def encode():
-        return tokenizer.apply_chat_template(
-            kit_messages, tools=kit_tools, continue_final_message=prefix, validation_mode=mode
-        )
-
-    if expected is None:
-        with pytest.raises(ConversationError):
-            encode()
-    else:
-        assert encode()["input_ids"] == expected
-
-
 @pytest.mark.parametrize("name", [*FILES, "tekken-v13-nothink"])
 @ADVERSARIAL
 @given(data=st.data())
 def test_accepts_and_rejects_what_mistral_common_does(name, tokenizer_pair, data):
     tokenizer, reference = tokenizer_pair(name)
-    _agree(tokenizer, reference, data.draw(any_conversations(tools=True, later=True)))
+    assert_agrees(tokenizer, reference, data.draw(any_conversations(tools=True, later=True)))
 
 
 @pytest.mark.parametrize("name", ["v7", "tekken-v7", "tekken-v13"])
@@ -74,7 +62,7 @@ def test_accepts_and_rejects_what_mistral_common_does(name, tokenizer_pair, data
 def test_every_input_form_is_read_as_its_dicts(name, tokenizer_pair, data):
     tokenizer, reference = tokenizer_pair(name)
     plain, forms = data.draw(in_input_forms(any_conversations(tools=True, later=True)))
-    _agree(tokenizer, reference, plain, forms)
+    assert_agrees(tokenizer, reference, plain, forms)
 
 
 @pytest.mark.parametrize("name", ["v7", "tekken-v3", "tekken-v7", "tekken-v11", "tekken-v13"])
