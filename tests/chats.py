@@ -14,6 +14,7 @@ import typing
 import warnings
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import SchemaError
@@ -623,3 +624,67 @@ def assert_agrees(tokenizer, reference: MistralTokenizer, chat, forms=None, refu
             encode()
     else:
         assert encode()["input_ids"] == expected
+
+
+def _json_text(value) -> bool:
+    try:
+        json.loads(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def plain_transformers_exact(chat, spellings, results_as_json: bool = True) -> bool:
+    """Whether plain transformers (no kit) can encode (messages, tools, continue_final_message) exactly. Only the kit
+    keeps control-token `spellings` in the data as text. Jinja cannot parse JSON, so the template embeds strings as
+    they are where mistral-common parses and re-serializes them: tool results must not be JSON text (where the format
+    embeds `results_as_json`), tool-call arguments given as text must already be in mistral-common's serialization.
+    transformers' `continue_final_message` drops trailing whitespace mistral-common keeps. And (v13) an open thinking
+    chunk followed by text is encoded by mistral-common as two texts, by a text-only pipeline as one."""
+    messages, tools, prefix = chat
+    if any(s in json.dumps([messages, tools], ensure_ascii=False) for s in spellings):
+        return False
+    if prefix:
+        content = messages[-1].get("content")
+        if not isinstance(content, str) or content != content.rstrip():
+            return False
+    for message in messages:
+        content = message.get("content")
+        if (
+            results_as_json
+            and message["role"] == "tool"
+            and isinstance(content, str)
+            and content
+            and _json_text(content)
+        ):
+            return False
+        if isinstance(content, list) and any(
+            part.get("type") == "thinking" and part.get("closed") is False and later.get("type") == "text"
+            for part, later in zip(content, content[1:], strict=False)
+        ):
+            return False
+        for call in message.get("tool_calls", []):
+            arguments = call["function"]["arguments"]
+            if isinstance(arguments, str) and not (
+                _json_text(arguments) and json.dumps(json.loads(arguments), ensure_ascii=False) == arguments
+            ):
+                return False
+    return True
+
+
+def portable_corpus(strategy, count: int, spellings, results_as_json: bool = True, seed: int = 0) -> list:
+    """`count` conversations drawn from `strategy` (deterministically, per `seed`) that plain transformers can encode
+    exactly (`plain_transformers_exact`)."""
+    found = []
+
+    @settings(
+        max_examples=count * 15, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(strategy)
+    def collect(chat):
+        if len(found) < count and plain_transformers_exact(chat, spellings, results_as_json):
+            found.append(chat)
+
+    collect.hypothesis.inner_test.__name__ = f"collect_{seed}"
+    collect()
+    return found

@@ -16,7 +16,7 @@ from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
 import hf_mistral_kit as kit
-from chats import conversations, plain_text, reference_ids
+from chats import conversations, plain_text, portable_corpus, reference_ids
 from hf_mistral_kit.tokenizer import MistralTekkenTokenizer
 
 FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
@@ -259,43 +259,6 @@ print(json.dumps(out))
 SPELLINGS = ("[INST]", "[/INST]", "</s>", "<s>", "[TOOL_", "[AVAILABLE", "[/AVAILABLE", "[SYSTEM", "[/SYSTEM", "[THINK")
 
 
-def _portable(chat) -> bool:
-    """Conversations plain transformers can render exactly: no control-token spellings in the text (only the kit
-    keeps them text), tool-call arguments given as mistral-common serializes them (Jinja cannot parse JSON), no
-    trailing whitespace to continue (transformers strips it)."""
-    messages, tools, prefix = chat
-    if any(s in json.dumps([messages, tools], ensure_ascii=False) for s in SPELLINGS):
-        return False
-    if prefix and (
-        not isinstance(messages[-1].get("content"), str) or messages[-1]["content"].rstrip() != messages[-1]["content"]
-    ):
-        return False
-    for message in messages:
-        for call in message.get("tool_calls", []):
-            arguments = call["function"]["arguments"]
-            try:
-                if json.dumps(json.loads(arguments), ensure_ascii=False) != arguments:
-                    return False
-            except ValueError:
-                return False
-    return True
-
-
-def _corpus(strategy, count):
-    found = []
-
-    @settings(
-        max_examples=count * 15, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
-    )
-    @given(strategy)
-    def collect(chat):
-        if len(found) < count and _portable(chat):
-            found.append(chat)
-
-    collect()
-    return found
-
-
 def _plain(folder, how, cases):
     result = subprocess.run(
         [sys.executable, "-c", PLAIN_TRANSFORMERS, str(folder), how],
@@ -314,7 +277,11 @@ def test_plain_transformers_reads_saved_folders_exactly(name, tokenizer_pair, tm
     MistralCommonBackend, i.e. mistral-common itself; PreTrainedTokenizerFast.from_pretrained gives the fast one."""
     tokenizer, reference = tokenizer_pair(name)
     tokenizer.save_pretrained(tmp_path / "tokenizer")
-    chats = [c for c in _corpus(conversations(tools=True, version=name), 40) if reference_ids(reference, *c)]
+    chats = [
+        c
+        for c in portable_corpus(conversations(tools=True, version=name), 40, SPELLINGS, results_as_json=False)
+        if reference_ids(reference, *c)
+    ]
     prompts = [c for c in chats if c[0][-1]["role"] != "assistant" or c[2]]  # what MistralCommonBackend encodes
     texts = ["  leading", "a\n\n b", "Hello world", "日本語 🙂", " ", "x" + " " * 20 + "y"]
     cases = {"texts": texts, "chats": [{"messages": m, "tools": t, "prefix": p} for m, t, p in chats]}

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
 import hf_mistral_kit as kit
-from chats import conversations, plain_text, reference_ids
+from chats import conversations, plain_text, portable_corpus, reference_ids
 from hf_mistral_kit.tokenizer import MistralSentencePieceTokenizer, read_sentencepiece
 
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -145,59 +145,15 @@ print(json.dumps(out))
 SPELLINGS = ("[INST]", "[/INST]", "</s>", "<s>", "[TOOL_", "[AVAILABLE_TOOLS]", "[/AVAILABLE", "[IMG]", "<|im_", "[REF")
 
 
-def _json_text(value) -> bool:
-    try:
-        json.loads(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _portable(chat) -> bool:
-    """Conversations plain transformers can encode exactly. Jinja cannot parse JSON, so the template embeds strings
-    as they are where mistral-common parses and re-serializes them: tool results must not be JSON text,
-    and tool-call arguments given as text must already be in mistral-common's serialization. transformers' own
-    `continue_final_message` drops trailing whitespace of the final message. Only the kit keeps control-token
-    spellings in the data as text."""
-    messages, tools, prefix = chat
-    if any(s in json.dumps([messages, tools], ensure_ascii=False) for s in SPELLINGS):
-        return False
-    if prefix and messages[-1]["content"] != messages[-1]["content"].rstrip():
-        return False  # transformers' continue_final_message strips trailing whitespace mistral-common keeps
-    for message in messages:
-        content = message.get("content")
-        if message["role"] == "tool" and isinstance(content, str) and content and _json_text(content):
-            return False
-        for call in message.get("tool_calls", []):
-            arguments = call["function"]["arguments"]
-            if isinstance(arguments, str) and not (
-                _json_text(arguments) and json.dumps(json.loads(arguments), ensure_ascii=False) == arguments
-            ):
-                return False
-    return True
-
-
-def _corpus(strategy, count: int, seed: int) -> list:
-    found = []
-
-    @settings(
-        max_examples=count * 12, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
-    )
-    @given(strategy)
-    def collect(chat):
-        if len(found) < count and _portable(chat):
-            found.append(chat)
-
-    collect.hypothesis.inner_test.__name__ = f"collect_{seed}"
-    collect()
-    return found
-
-
 @pytest.mark.parametrize("version", ["v1", "v3"])
 def test_plain_transformers_reads_saved_folders_exactly(version, kit_tokenizers, reference_tokenizers, tmp_path):
     kit_tokenizer, reference = kit_tokenizers[version], reference_tokenizers[version]
     kit_tokenizer.save_pretrained(tmp_path)
-    chats = [c for c in _corpus(conversations(tools=version == "v3"), 150, 1) if reference_ids(reference, *c)]
+    chats = [
+        c
+        for c in portable_corpus(conversations(tools=version == "v3"), 150, SPELLINGS, seed=1)
+        if reference_ids(reference, *c)
+    ]
     texts = ["  leading", "a\n\n b", "Hello world", "日本語 🙂", " ", "x" + " " * 20 + "y"]
     cases = {"texts": texts, "chats": [{"messages": m, "tools": t, "prefix": p} for m, t, p in chats]}
     result = subprocess.run(
