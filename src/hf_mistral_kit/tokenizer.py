@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import operator
 import os
 import re
 import shutil
@@ -760,14 +761,20 @@ class MistralSentencePieceTokenizer(MistralTokenizerBase):
         corrects this (see `_PrefixBeforePiece`)."""
         return bool(self._user_defined) and text.startswith(self._user_defined)
 
+    def _any_starts_with_piece(self, texts: list | tuple) -> bool:
+        """`_starts_with_piece` for any of `texts` (all strings), in one C-level pass: plain batches pay ~nothing."""
+        try:
+            return any(map(operator.methodcaller("startswith", self._user_defined), texts))
+        except (AttributeError, TypeError):  # not all strings: transformers' own checks report it
+            return False
+
     def _encode_plus(self, text: Any, text_pair: Any = None, *args: Any, **kwargs: Any) -> BatchEncoding:
         texts = text if isinstance(text, (list, tuple)) else [text]
         if (
             self._user_defined
             and text_pair is None
             and not kwargs.get("is_split_into_words")
-            and all(isinstance(t, str) for t in texts)
-            and any(self._starts_with_piece(t) for t in texts)
+            and self._any_starts_with_piece(texts)
         ):
             backend = self._tokenizer
             self._tokenizer = _PrefixBeforePiece(backend, self._starts_with_piece)
