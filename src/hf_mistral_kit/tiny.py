@@ -67,7 +67,8 @@ def tiny_model(
     `chat_template.jinja`, and the SentencePiece file as `tokenizer.model` and under its versioned name): v1 by
     default (the tokenizer of Mistral 7B v0.1 and Mixtral 8x7B, vocabulary 32000), v3 with `tokenizer="v3"` (v0.3
     models, 32768), v7 with `tokenizer="v7"` (Mistral-Large-2411, 32768), and Mistral-Nemo's tekken.json with
-    `tokenizer="tekken"` (131072). Transformers, vLLM, llama.cpp's converter and mistral-common all read it.
+    `tokenizer="tekken"` (131072). Transformers, vLLM, llama.cpp's converter and mistral-common all read it (a
+    tekken folder converts in llama.cpp without its tekken.json where mistral-common is installed: see the README).
 
     Sizes default to hidden 64, 2 layers, 4 heads of 32 over 2 KV heads (and 4 experts, top 2, for Mixtral); any config
     field can be overridden, e.g. `sliding_window=8` to exercise the window on short sequences. Weights depend only
