@@ -43,6 +43,7 @@ from .native import (
     NativeCheckpointError,
     check_loading_info,
     hf_tensors_from_native,
+    rename_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,13 +101,6 @@ _STACKED_GGUF = re.compile(_B + r"ffn_(gate|down|up)_exps\.weight")
 _STACKED_NATIVE = {"gate": "w1", "down": "w2", "up": "w3"}
 _NATIVE_EXPERT = re.compile(_L + r"feed_forward\.experts\.(\d+)\.(w[123])\.weight")
 _F32_ALWAYS = re.compile(r".*(_norm\.weight|ffn_gate_inp\.weight)")  # as llama.cpp's converter keeps them
-
-
-def _rename(key: str, table: list[tuple[re.Pattern, str]]) -> str | None:
-    for pattern, replacement in table:
-        if pattern.fullmatch(key):
-            return pattern.sub(replacement, key)
-    return None
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
@@ -372,7 +366,7 @@ def native_tensors_from_gguf(tensors: Mapping[str, Any], config: Mapping[str, An
                 native[key] = LazyTensor(data, dtype, shape[1:], expert)
                 spelled[key] = f"{name}[{expert}]"
             continue
-        key = _rename(name, _GGUF_TO_NATIVE)
+        key = rename_key(name, _GGUF_TO_NATIVE)
         if key is None:
             unknown.append(name)
             continue
@@ -388,7 +382,7 @@ def native_tensors_from_gguf(tensors: Mapping[str, Any], config: Mapping[str, An
     _check_readable(tensors, source)
 
     def display(key: str) -> str:
-        return spelled.get(key) or _rename(key, _NATIVE_TO_GGUF) or key
+        return spelled.get(key) or rename_key(key, _NATIVE_TO_GGUF) or key
 
     return native, display
 
@@ -759,7 +753,7 @@ def gguf_tensor_plan(native: Mapping[str, LazyTensor], config: Any) -> list[tupl
             layer, expert, name = match.groups()
             experts.setdefault((int(layer), name), {})[int(expert)] = tensor
             continue
-        name = _rename(key, _NATIVE_TO_GGUF)
+        name = rename_key(key, _NATIVE_TO_GGUF)
         if name is None:
             raise GGUFError(f"Weight {key!r} has no GGUF name.")
         plan[name] = (tensor.shape, tensor.read)

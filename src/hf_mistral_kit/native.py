@@ -254,7 +254,8 @@ def _listed(names: list[str], shown: int = 5) -> str:
     return listed if len(names) <= shown else f"{listed} ... ({len(names)} in all)"
 
 
-def _rename(key: str, table: list[tuple[re.Pattern, str]]) -> str | None:
+def rename_key(key: str, table: list[tuple[re.Pattern, str]]) -> str | None:
+    """`key` renamed by the first (pattern, replacement) of `table` that matches it whole; None if none does."""
     for pattern, replacement in table:
         if pattern.fullmatch(key):
             return pattern.sub(replacement, key)
@@ -651,7 +652,7 @@ def hf_tensors_from_native(
             "there, or re-download the checkpoint."
         )
     expected = expected_hf_shapes(config)
-    unknown = [display(key) for key in native if _rename(key, _NATIVE_TO_HF) is None]
+    unknown = [display(key) for key in native if rename_key(key, _NATIVE_TO_HF) is None]
     if unknown:
         raise NativeCheckpointError(
             f"{source}: unknown weight name(s) {_listed(unknown)}. Mistral/Mixtral native weights are "
@@ -661,7 +662,7 @@ def hf_tensors_from_native(
         )
     hf_tensors = {}
     for key, tensor in native.items():
-        hf_key = _rename(key, _NATIVE_TO_HF)
+        hf_key = rename_key(key, _NATIVE_TO_HF)
         if hf_key not in expected:
             raise NativeCheckpointError(
                 f"{source}: weight {display(key)!r} does not fit the model {described_by} describes (check the "
@@ -674,7 +675,7 @@ def hf_tensors_from_native(
             )
         heads = _rotary_heads(hf_key, config)
         hf_tensors[hf_key] = tensor if heads is None else tensor.with_transform(_RotaryToHF(heads))
-    missing = [display(_rename(key, _HF_TO_NATIVE)) for key in expected if key not in hf_tensors]
+    missing = [display(rename_key(key, _HF_TO_NATIVE)) for key in expected if key not in hf_tensors]
     if missing:
         raise NativeCheckpointError(
             f"{source}: missing weight(s) {_listed(missing)} that {described_by} implies; the checkpoint is "
@@ -1019,7 +1020,7 @@ def native_tensors_from_hf(hf_tensors: Mapping[str, torch.Tensor | LazyTensor], 
 
     native = {}
     for key, tensor in per_expert.items():
-        native_key = _rename(key, _HF_TO_NATIVE)
+        native_key = rename_key(key, _HF_TO_NATIVE)
         if native_key is None or key not in expected:
             raise NativeCheckpointError(
                 f"Cannot export weight {key!r}: it has no place in a native {config_dict['model_type']} causal LM "
