@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 
 import hf_mistral_kit as kit
 from chats import conversations, plain_text, portable_corpus, reference_ids
-from hf_mistral_kit.tokenizer import MistralSentencePieceTokenizer, read_sentencepiece
+from hf_mistral_kit.tokenizer import MistralSentencePieceTokenizer, MistralTokenizerBase, read_sentencepiece
 
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -268,6 +268,42 @@ def test_batches_and_single_calls_agree(kit_tokenizers):
     texts = ["a  b", " c", "d\n\ne", "[REFERENCE_DOC_1]"]
     assert tokenizer(texts)["input_ids"] == [tokenizer(text)["input_ids"] for text in texts]
     assert [tokenizer.tokenize(text) for text in texts][-1] == ["▁", "[REFERENCE_DOC_1]"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"return_attention_mask": False},
+        {"return_attention_mask": True, "return_token_type_ids": True},
+        {"padding": True},
+        {"padding": "max_length", "max_length": 12, "truncation": True, "padding_side": "left"},
+        {"truncation": True, "max_length": 4, "return_overflowing_tokens": True, "stride": 1},
+        {"truncation": True, "max_length": 4, "return_overflowing_tokens": True, "padding": True},
+        {"return_offsets_mapping": True, "return_special_tokens_mask": True, "return_length": True},
+        {"padding": True, "return_tensors": "np"},
+    ],
+)
+@pytest.mark.parametrize("single", [False, True])
+def test_plain_calls_return_what_transformers_conversion_returns(monkeypatch, options, single):
+    """The kit's short conversion of backend encodings (all-ones masks written in Python) changes nothing."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    tokenizer = kit.load_tokenizer(kit.reference_tokenizer_file("v3"), pad_token="<unk>")
+    texts = "Hello  world, and more words" if single else ["a  b", " c d e f g h", "[REFERENCE_DOC_1] x", "日本語"]
+    ours = tokenizer(texts, **options)
+    monkeypatch.setattr(MistralTokenizerBase, "_convert_encoding", TokenizersBackend._convert_encoding)
+    theirs = tokenizer(texts, **options)
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        assert json.dumps(ours[key].tolist() if options.get("return_tensors") else ours[key]) == json.dumps(
+            theirs[key].tolist() if options.get("return_tensors") else theirs[key]
+        ), key
+    assert [e.ids for e in ours.encodings] == [e.ids for e in theirs.encodings]
+    assert [e.attention_mask for e in ours.encodings] == [e.attention_mask for e in theirs.encodings]
+    if options.get("padding") and (not single or options["padding"] == "max_length"):
+        masks = [ours["attention_mask"]] if single else ours["attention_mask"]
+        assert any(0 in mask for mask in masks)  # the masks read from the backend were used
 
 
 def test_tiny_converted_and_load_model_folders_read_exactly_without_the_kit(tmp_path):
