@@ -4,11 +4,14 @@
    `encode_chat_completion(ChatCompletionRequest.from_openai(chat))`, one multi-turn conversation per call (what a
    data-preparation loop does), and the kit's batched call against the same mistral-common loop.
 2. Plain encoding of a batch of texts: the kit's tokenizer against the fast tokenizer transformers converts from the
-   same `tokenizer.model` on its own (what a folder without tokenizer.json gets).
+   same `tokenizer.model` on its own (what a folder without tokenizer.json gets). The kit's ids start with `<s>`, which
+   that tokenizer leaves out.
 
-Rounds alternate between the two sides so that a busy core slows both alike; the ratio of the medians is printed.
+Rounds alternate between the two sides, and which side goes first, so that a busy core slows both alike; the ratio
+of the medians is printed. Single calls on this 2-core machine swing by 2x either way when the host is busy, so it
+takes ~25 rounds for the printed ratio to settle within a few percent.
 
-    python benchmarks/tokenizer_speed.py [--rounds 7] [--conversations 200]
+    python benchmarks/tokenizer_speed.py [--rounds 25] [--conversations 200]
 """
 
 from __future__ import annotations
@@ -72,29 +75,29 @@ def conversation(rng: random.Random) -> list[dict[str, str]]:
     return chat
 
 
-def timed(function, rounds: int) -> list[float]:
-    function()  # warm up caches
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
 
 
 def paired(kit_side, other_side, rounds: int) -> tuple[float, float]:
-    """Medians of alternating rounds: (kit seconds, other seconds)."""
+    """Medians of alternating rounds, each side going first in every other one: (kit seconds, other seconds)."""
     kit_times, other_times = [], []
-    kit_side(), other_side()
-    for _ in range(rounds):
-        kit_times += timed(kit_side, 1)
-        other_times += timed(other_side, 1)
+    kit_side(), other_side()  # warm up caches
+    for round_ in range(rounds):
+        if round_ % 2:
+            other_times.append(timed(other_side))
+            kit_times.append(timed(kit_side))
+        else:
+            kit_times.append(timed(kit_side))
+            other_times.append(timed(other_side))
     return statistics.median(kit_times), statistics.median(other_times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--conversations", type=int, default=200)
     args = parser.parse_args()
     rng = random.Random(0)
