@@ -531,6 +531,10 @@ class MistralTokenizerBase(TokenizersBackend):
         backend's, and builds its dict directly (together ~4 of ~9 µs per text). Anything else asked goes to
         transformers.
         """
+        if return_token_type_ids is None:  # as transformers resolves them: by the tokenizer's model_input_names
+            return_token_type_ids = "token_type_ids" in self.model_input_names
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
         if (
             return_token_type_ids
             or return_special_tokens_mask
@@ -549,7 +553,7 @@ class MistralTokenizerBase(TokenizersBackend):
                 verbose=verbose,
             )
         ids = encoding.ids
-        if return_attention_mask is False:  # None: model_input_names decides, and ours has the mask
+        if not return_attention_mask:
             return {"input_ids": [ids]}, [encoding]
         mask = [1] * len(ids) if self._tokenizer.padding is None else encoding.attention_mask
         return {"input_ids": [ids], "attention_mask": [mask]}, [encoding]
