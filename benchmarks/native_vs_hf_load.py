@@ -44,7 +44,7 @@ def build(workdir: Path, layers: int) -> tuple[Path, Path, int, float]:
     from transformers import MistralConfig
 
     from hf_mistral_kit import convert_checkpoint
-    from hf_mistral_kit.native import expected_hf_shapes
+    from hf_mistral_kit.formats.names import expected_hf_shapes
 
     config = MistralConfig(
         vocab_size=32000,

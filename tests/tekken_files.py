@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 
-from hf_mistral_kit.tokenizer import MISTRAL_COMMON_DATA
+from hf_mistral_kit.tokenizers.loading import MISTRAL_COMMON_DATA
 
 SHIPPED = {
     "v7": MISTRAL_COMMON_DATA / "mistral_instruct_tokenizer_241114.model.v7",

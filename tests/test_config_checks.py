@@ -12,13 +12,10 @@ import tracemalloc
 import pytest
 
 import hf_mistral_kit as kit
-from hf_mistral_kit.memory import ModelShape
-from hf_mistral_kit.native import (
-    NativeCheckpoint,
-    NativeCheckpointError,
-    _safetensors_size,
-    config_dict_from_params_dict,
-)
+from hf_mistral_kit.formats.errors import NativeCheckpointError
+from hf_mistral_kit.formats.files import safetensors_size
+from hf_mistral_kit.formats.native import NativeCheckpoint, config_dict_from_params_dict
+from hf_mistral_kit.planning.memory import ModelShape
 from reference_configs import MISTRAL_7B, MIXTRAL_8X7B, MIXTRAL_8X7B_PARAMS
 
 MIB = 2**20
@@ -148,7 +145,7 @@ def test_native_weights_and_params_must_be_regular_files(native_moe, tmp_path):
     params.mkdir()
     os.mkfifo(params / "params.json")
     with pytest.raises(NativeCheckpointError, match="Cannot read .*not a regular file"):
-        kit.native.config_dict_from_params(params)
+        kit.formats.native.config_dict_from_params(params)
 
 
 def write_raw_safetensors(path, header, data=b""):
@@ -184,10 +181,10 @@ def test_a_short_file_and_a_header_longer_than_the_file(tmp_path):
     file = tmp_path / "model.safetensors"
     file.write_bytes(b"\1\2\3")
     with pytest.raises(NativeCheckpointError, match=r"too short for a safetensors header\). Fix it"):
-        _safetensors_size(file, "Fix it.")
+        safetensors_size(file, "Fix it.")
     file.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
     with pytest.raises(NativeCheckpointError, match="exceeds the file size"):
-        _safetensors_size(file, "Fix it.")
+        safetensors_size(file, "Fix it.")
 
 
 @pytest.mark.parametrize(

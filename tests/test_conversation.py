@@ -1,4 +1,4 @@
-"""The conversation contract (hf_mistral_kit.conversation): the kit accepts exactly what mistral-common accepts, in
+"""The conversation contract (hf_mistral_kit.chat): the kit accepts exactly what mistral-common accepts, in
 every input form transformers takes, and says what is wrong with the rest."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from pydantic import BaseModel
 
 import hf_mistral_kit as kit
 from chats import TOOL_CHAT, TOOLS, reference_ids
-from hf_mistral_kit.conversation import ConversationError, ValidationMode, prepare_chat, to_plain
+from hf_mistral_kit.chat.errors import ConversationError, ValidationMode
+from hf_mistral_kit.chat.plain import to_plain
+from hf_mistral_kit.chat.prepare import prepare_chat
 
 USER = {"role": "user", "content": "Weather in Paris?"}
 ANSWER = {"role": "assistant", "content": "Sunny."}

@@ -14,7 +14,8 @@ import warnings
 import pytest
 
 import hf_mistral_kit as kit
-from hf_mistral_kit.native import STAGING_MARKER, NativeCheckpointError
+from hf_mistral_kit.convert import STAGING_MARKER
+from hf_mistral_kit.formats.errors import NativeCheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def leftovers(parent):
 
 SIGTERM_MIDWAY = """
 import os, signal, sys, time
-from hf_mistral_kit import native
+from hf_mistral_kit.formats import native
 from hf_mistral_kit.cli import main
 
 original = native.write_safetensors

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from hf_mistral_kit.hardware import BITSANDBYTES_MIN_VERSION, FLASH_ATTN_MIN_VERSION
+from hf_mistral_kit.planning.hardware import BITSANDBYTES_MIN_VERSION, FLASH_ATTN_MIN_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 

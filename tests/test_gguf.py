@@ -22,11 +22,10 @@ from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
 import hf_mistral_kit as kit
 from chats import conversations, reference_ids, text
-from hf_mistral_kit.gguf import (
-    GGUFError,
-    gguf_reader,
+from hf_mistral_kit.formats.errors import GGUFError
+from hf_mistral_kit.formats.gguf import gguf_reader, read_gguf_metadata
+from hf_mistral_kit.formats.gguf_vocabulary import (
     gguf_vocabulary,
-    read_gguf_metadata,
     tokenizer_files_from_gguf_fields,
     tokenizer_from_gguf_fields,
 )
@@ -261,7 +260,7 @@ def test_file_has_what_llama_cpp_requires(ggufs):
         "tokenizer.ggml.unknown_token_id": 0,
         "tokenizer.ggml.add_bos_token": True,
         "tokenizer.ggml.add_eos_token": False,
-        "tokenizer.ggml.add_space_prefix": True,  # tokenizer v1: see hf_mistral_kit.gguf.ADD_SPACE_PREFIX
+        "tokenizer.ggml.add_space_prefix": True,  # tokenizer v1: see gguf_vocabulary.add_space_prefix
         "tokenizer.chat_template": kit.get_chat_template("mistral_v1"),
     }
     assert {key: fields.get(key) for key in expected} == expected

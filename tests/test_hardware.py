@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hf_mistral_kit import Hardware
-from hf_mistral_kit.hardware import PROFILES
+from hf_mistral_kit.planning.hardware import PROFILES
 
 MiB = 2**20
 

@@ -11,7 +11,7 @@ from tokenizers import normalizers
 
 import hf_mistral_kit as kit
 from chats import conversations, in_input_forms
-from hf_mistral_kit.tokenizer import ControlTokenEscaper
+from hf_mistral_kit.tokenizers.escaping import ControlTokenEscaper
 
 EXTRA_TOKENS = ["☀", "<tool_call>", "call>x", "ll>", "<|im_end|>"]
 

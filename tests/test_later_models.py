@@ -10,7 +10,7 @@ from transformers import MistralConfig, MistralForCausalLM
 
 import hf_mistral_kit as kit
 from hf_mistral_kit import plan_memory
-from hf_mistral_kit.memory import ModelShape
+from hf_mistral_kit.planning.memory import ModelShape
 from reference_configs import MISTRAL_LARGE_2411, MISTRAL_NEMO, MISTRAL_NEMO_PARAMS, MISTRAL_SMALL_24B
 
 

@@ -14,7 +14,12 @@ import hf_mistral_kit as kit
 
 # What must not be imported by the light paths: torch, and transformers' model or modeling code.
 HEAVY = ("torch", "transformers.modeling_utils", "transformers.models.mistral", "transformers.models.mixtral")
-KIT_HEAVY = ("hf_mistral_kit.modeling", "hf_mistral_kit.native", "hf_mistral_kit.presets", "hf_mistral_kit.tokenizer")
+KIT_HEAVY = (
+    "hf_mistral_kit.modeling",
+    "hf_mistral_kit.formats",
+    "hf_mistral_kit.planning",
+    "hf_mistral_kit.tokenizers",
+)
 
 # Runs `steps` in a fresh interpreter and prints the modules loaded after each one.
 PROBE = """
@@ -56,7 +61,7 @@ def test_import_help_and_render_load_neither_torch_nor_modeling_code(tmp_path):
     assert "usage: hf-mistral-kit" in out and out.rstrip().endswith("<s>[INST] Hello [/INST]")  # both really ran
     for step in ("import", "help", "render"):
         assert heavy(report[step]) == [], step
-    assert "torch" not in report["render"] and "hf_mistral_kit.templates" in report["render"]
+    assert "torch" not in report["render"] and "hf_mistral_kit.chat.templates" in report["render"]
     assert not any(m.startswith("transformers") for m in report["help"])  # --help needs nothing but argparse
 
 
@@ -74,7 +79,7 @@ def test_the_public_api_is_unchanged_and_resolves_lazily():
     assert set(kit.__all__) <= set(dir(kit))
     from hf_mistral_kit import AutoModelForCausalLM, render  # from-imports go through __getattr__ too
 
-    assert AutoModelForCausalLM is kit.auto.AutoModelForCausalLM and render is kit.templates.render
+    assert AutoModelForCausalLM is kit.auto.AutoModelForCausalLM and render is kit.chat.templates.render
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
         kit.no_such_name  # noqa: B018
 

@@ -7,7 +7,7 @@ import torch
 from transformers import MistralConfig, MistralForCausalLM, MixtralConfig, MixtralForCausalLM
 
 from hf_mistral_kit import Hardware, MemoryPlan, plan_memory
-from hf_mistral_kit.memory import ModelShape, _linear_bytes
+from hf_mistral_kit.planning.memory import ModelShape, linear_bytes
 from reference_configs import MISTRAL_7B, MIXTRAL_8X7B, MIXTRAL_8X7B_PARAMS
 
 GiB = 2**30
@@ -81,7 +81,7 @@ def test_nf4_bytes_equal_what_bitsandbytes_stores(shape, double_quant):
     if state.nested:  # the absmax is itself quantized: its scales, code table and offset
         tensors += [state.state2.absmax, state.state2.code, state.offset]
     stored = sum(t.numel() * t.element_size() for t in tensors)
-    assert _linear_bytes(*shape, "nf4", double_quant, 2) == stored
+    assert linear_bytes(*shape, "nf4", double_quant, 2) == stored
 
 
 def test_int8_bytes_equal_what_bitsandbytes_stores():
@@ -89,7 +89,7 @@ def test_int8_bytes_equal_what_bitsandbytes_stores():
     layer.weight = bnb.nn.Int8Params(torch.randn(1024, 4096), requires_grad=False, has_fp16_weights=False)
     layer = layer.to("cpu")
     stored = layer.weight.numel() * layer.weight.element_size() + layer.weight.SCB.numel() * 4
-    assert _linear_bytes(1024, 4096, "int8", False, 2) == stored
+    assert linear_bytes(1024, 4096, "int8", False, 2) == stored
 
 
 def test_quantized_mixtral_keeps_embeddings_lm_head_norms_and_router_unquantized():

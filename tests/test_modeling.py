@@ -19,7 +19,7 @@ from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 import hf_mistral_kit as kit
-from hf_mistral_kit import modeling
+from hf_mistral_kit.modeling import registration
 from tiny_configs import TINY_SIZES
 
 SEQ_LEN = 12
@@ -72,7 +72,7 @@ def test_builtin_types_keep_transformers_classes(checkpoint):
 
 
 def test_register_is_idempotent_and_uses_own_model_types(monkeypatch):
-    monkeypatch.setattr(modeling, "_registered", False)
+    monkeypatch.setattr(registration, "_registered", False)
     kit.register()
     kit.register()
     assert CONFIG_MAPPING["mistral"] is MistralConfig and CONFIG_MAPPING["mixtral"] is MixtralConfig
@@ -89,7 +89,7 @@ def test_register_is_idempotent_and_uses_own_model_types(monkeypatch):
 def test_kit_heads_build_like_upstream(checkpoint):
     """The kit heads re-implement their upstream `__init__` (to hold the kit base model): nothing may drift."""
     kind, model, _, _ = checkpoint
-    kit_model = UPSTREAM[kind][2](modeling.to_kit_config(model.config))
+    kit_model = UPSTREAM[kind][2](registration.to_kit_config(model.config))
     assert set(vars(kit_model)) == set(vars(model))
     assert kit_model.state_dict().keys() == model.state_dict().keys()
     assert isinstance(kit_model, UPSTREAM[kind][1])

@@ -12,14 +12,9 @@ from transformers import MistralConfig, MistralForCausalLM, MixtralConfig, Mixtr
 from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding, apply_rotary_pos_emb
 
 import hf_mistral_kit as kit
-from hf_mistral_kit.native import (
-    NATIVE_SAFETENSORS,
-    NativeCheckpointError,
-    read_rows,
-    rotary_row_order,
-    rotary_to_hf,
-    rotary_to_native,
-)
+from hf_mistral_kit.formats.errors import NativeCheckpointError
+from hf_mistral_kit.formats.native import NATIVE_SAFETENSORS
+from hf_mistral_kit.formats.tensors import read_rows, rotary_row_order, rotary_to_hf, rotary_to_native
 from tiny_configs import TINY_SIZES
 
 SIZES = {**TINY_SIZES, "sliding_window": 4}

@@ -17,7 +17,7 @@ from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
 import hf_mistral_kit as kit
 from chats import conversations, plain_text, portable_corpus, reference_ids
-from hf_mistral_kit.tokenizer import MistralTekkenTokenizer
+from hf_mistral_kit.tokenizers.tekken import MistralTekkenTokenizer
 
 FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -209,7 +209,7 @@ def test_reload_keeps_what_the_user_set_and_added_tokens_keep_tekken_json_out(to
     tokenizer = kit.load_tokenizer(kit.reference_tokenizer_file("tekken"), padding_side="left")
     tokenizer.pad_token = "<pad>"
     tokenizer.add_tokens(["<extra>"])
-    with caplog.at_level(logging.WARNING, logger="hf_mistral_kit.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="hf_mistral_kit.tokenizers"):
         tokenizer.save_pretrained(tmp_path)
     assert "tekken.json is not saved: it cannot hold the 1 token(s) added" in caplog.text
     assert not (tmp_path / "tekken.json").exists()
@@ -229,7 +229,7 @@ def test_hf_only_tekken_folder_of_unknown_version_keeps_its_template(tmp_path, c
     del config["mistral_version"]
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     (tmp_path / "chat_template.jinja").write_text("{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}")
-    with caplog.at_level(logging.WARNING, logger="hf_mistral_kit.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="hf_mistral_kit.tokenizers"):
         tokenizer = kit.load_tokenizer(tmp_path)
     assert "its tekken version (v3, v7, v11 or v13), which decides Mistral's chat format, is unknown" in caplog.text
     assert isinstance(tokenizer, MistralTekkenTokenizer) and tokenizer.mistral_version is None

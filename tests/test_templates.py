@@ -14,7 +14,8 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 import hf_mistral_kit as kit
 from chats import TOOL_CHAT, TOOLS, conversations, rendering_time_ratio
-from hf_mistral_kit.conversation import ConversationError, prepare_chat
+from hf_mistral_kit.chat.errors import ConversationError
+from hf_mistral_kit.chat.prepare import prepare_chat
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = Path(__file__).parent / "golden"

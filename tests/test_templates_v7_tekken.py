@@ -14,7 +14,8 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 import hf_mistral_kit as kit
 from chats import TOOL_CHAT, TOOLS, conversations, rendering_time_ratio
-from hf_mistral_kit.conversation import ConversationError, prepare_chat
+from hf_mistral_kit.chat.errors import ConversationError
+from hf_mistral_kit.chat.prepare import prepare_chat
 
 GOLDEN = Path(__file__).parent / "golden"
 NEW = ["mistral_v7", "mistral_tekken_v3", "mistral_tekken_v7", "mistral_tekken_v11", "mistral_tekken_v13"]
@@ -185,9 +186,9 @@ def test_rendering_time_grows_linearly(name, tools):
 
 
 def test_template_models_are_listed():
-    """The README's table and `TEMPLATE_MODELS` name every template."""
+    """The README's table and the version table (`versions.template_models`) name every template."""
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     for name in kit.list_templates():
-        assert name in kit.templates.TEMPLATE_MODELS
+        assert kit.versions.template_models(name)
         assert f"| `{name}` |" in readme
-    assert json.dumps(sorted(kit.templates.TEMPLATE_MODELS)) == json.dumps(kit.list_templates())
+    assert json.dumps(list(kit.versions.TEMPLATES)) == json.dumps(kit.list_templates())

@@ -14,7 +14,8 @@ from transformers import AutoTokenizer
 
 import hf_mistral_kit as kit
 from chats import conversations, plain_text, portable_corpus, reference_ids
-from hf_mistral_kit.tokenizer import MistralSentencePieceTokenizer, MistralTokenizerBase, read_sentencepiece
+from hf_mistral_kit.tokenizers.base import MistralTokenizerBase
+from hf_mistral_kit.tokenizers.sentencepiece import MistralSentencePieceTokenizer, read_sentencepiece
 
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -198,7 +199,7 @@ def test_reload_keeps_what_the_user_set(kit_tokenizers, tmp_path, caplog):
     custom = kit.get_chat_template("mistral_v3").replace("[INST]", "[INST] ")
     tokenizer.chat_template = custom
     tokenizer.save_pretrained(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="hf_mistral_kit.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="hf_mistral_kit.tokenizers"):
         for reloaded in (kit.load_tokenizer(tmp_path), kit.AutoTokenizer.from_pretrained(tmp_path)):
             assert isinstance(reloaded, MistralSentencePieceTokenizer)
             assert (reloaded.pad_token, reloaded.pad_token_id) == ("<pad>", 32768)
@@ -219,7 +220,7 @@ def test_hub_style_folder_gets_the_kit_template_and_keeps_its_added_tokens(tmp_p
     (tmp_path / "tokenizer_config.json").write_text(
         json.dumps({"tokenizer_class": "LlamaTokenizer", "chat_template": "{{ 1 }}"})
     )
-    with caplog.at_level(logging.INFO, logger="hf_mistral_kit.tokenizer"):
+    with caplog.at_level(logging.INFO, logger="hf_mistral_kit.tokenizers"):
         tokenizer = kit.load_tokenizer(tmp_path)
     assert tokenizer.chat_template == kit.get_chat_template("mistral_v3")
     assert "its own chat template is replaced" in caplog.text

@@ -3,9 +3,13 @@
 `import hf_mistral_kit` is light: it imports neither torch nor transformers' modeling code. Each public name is
 imported from its module on first use (PEP 562 `__getattr__`), so `kit.render(...)` costs the templates only and
 `kit.AutoModelForCausalLM` loads the model classes. Whatever brings in the kit's model classes also registers them
-with transformers' Auto classes under the kit's own model types (`register()`, run by `hf_mistral_kit.modeling` on
-import), so registration has always happened before a kit Auto class resolves anything; transformers' built-in
+with transformers' Auto classes under the kit's own model types (`register()`, run when `hf_mistral_kit.modeling` is
+imported), so registration has always happened before a kit Auto class resolves anything; transformers' built-in
 `mistral`/`mixtral` mappings are left alone.
+
+The layers, bottom to top (each imports only those below it; `pyproject.toml`'s import-linter contract checks it):
+`versions`, `architectures`, `hub` (facts) -> `chat` -> `tokenizers` -> `formats` -> `modeling`, `planning` ->
+`auto`, `convert` -> `loading`, `tiny` -> `cli`.
 """
 
 from __future__ import annotations
@@ -13,8 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Public name -> the submodule that defines it. The layers: conversation -> templates -> tokenizer -> native/gguf ->
-# modeling -> hardware/memory/presets -> loading/auto.
+# Public name -> the module that defines it.
 _EXPORTS = {
     "AutoConfig": "auto",
     "AutoModel": "auto",
@@ -30,32 +33,32 @@ _EXPORTS = {
     "KitMixtralForSequenceClassification": "modeling",
     "KitMixtralModel": "modeling",
     "register": "modeling",
-    "NativeCheckpointError": "native",
-    "convert_checkpoint": "native",
-    "GGUFError": "gguf",
-    "load_gguf_tokenizer": "gguf",
+    "NativeCheckpointError": "formats.errors",
+    "convert_checkpoint": "convert",
+    "GGUFError": "formats.errors",
+    "load_gguf_tokenizer": "formats.gguf",
     "tiny_model": "tiny",
-    "MistralSentencePieceTokenizer": "tokenizer",
-    "MistralTekkenTokenizer": "tokenizer",
-    "MistralTokenizerBase": "tokenizer",
-    "ConversationError": "conversation",
-    "ValidationMode": "conversation",
-    "prepare_chat": "conversation",
-    "apply_chat_template": "templates",
-    "get_chat_template": "templates",
-    "list_templates": "templates",
-    "load_tokenizer": "tokenizer",
-    "reference_tokenizer_file": "tokenizer",
-    "render": "templates",
-    "Hardware": "hardware",
-    "MemoryPlan": "memory",
-    "PRESETS": "presets",
-    "Preset": "presets",
-    "PresetError": "presets",
-    "ResolvedPreset": "presets",
+    "MistralSentencePieceTokenizer": "tokenizers.sentencepiece",
+    "MistralTekkenTokenizer": "tokenizers.tekken",
+    "MistralTokenizerBase": "tokenizers.base",
+    "ConversationError": "chat.errors",
+    "ValidationMode": "chat.errors",
+    "prepare_chat": "chat.prepare",
+    "apply_chat_template": "chat.templates",
+    "get_chat_template": "chat.templates",
+    "list_templates": "chat.templates",
+    "load_tokenizer": "tokenizers.loading",
+    "reference_tokenizer_file": "tokenizers.loading",
+    "render": "chat.templates",
+    "Hardware": "planning.hardware",
+    "MemoryPlan": "planning.memory",
+    "PRESETS": "planning.presets",
+    "Preset": "planning.presets",
+    "PresetError": "planning.presets",
+    "ResolvedPreset": "planning.presets",
     "load_model": "loading",
-    "plan_memory": "memory",
-    "resolve_preset": "presets",
+    "plan_memory": "planning.plan",
+    "resolve_preset": "planning.presets",
 }
 
 __all__ = [
@@ -106,22 +109,21 @@ __all__ = [
 ]
 
 
-# Submodules reachable as attributes (`hf_mistral_kit.native`), as when the package imported them all.
+# Modules and packages reachable as attributes (`hf_mistral_kit.formats`), as when the package imported them all.
 _SUBMODULES = (
+    "architectures",
     "auto",
+    "chat",
     "cli",
-    "conversation",
-    "gguf",
-    "hardware",
+    "convert",
+    "formats",
+    "hub",
     "loading",
-    "memory",
     "modeling",
-    "moe_quant",
-    "native",
-    "presets",
-    "templates",
+    "planning",
     "tiny",
-    "tokenizer",
+    "tokenizers",
+    "versions",
 )
 
 
@@ -142,11 +144,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported eagerly
     from .auto import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-    from .conversation import ConversationError, ValidationMode, prepare_chat
-    from .gguf import GGUFError, load_gguf_tokenizer
-    from .hardware import Hardware
+    from .chat.errors import ConversationError, ValidationMode
+    from .chat.prepare import prepare_chat
+    from .chat.templates import apply_chat_template, get_chat_template, list_templates, render
+    from .convert import convert_checkpoint
+    from .formats.errors import GGUFError, NativeCheckpointError
+    from .formats.gguf import load_gguf_tokenizer
     from .loading import load_model
-    from .memory import MemoryPlan, plan_memory
     from .modeling import (
         KitMistralConfig,
         KitMistralForCausalLM,
@@ -158,14 +162,12 @@ if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported ea
         KitMixtralModel,
         register,
     )
-    from .native import NativeCheckpointError, convert_checkpoint
-    from .presets import PRESETS, Preset, PresetError, ResolvedPreset, resolve_preset
-    from .templates import apply_chat_template, get_chat_template, list_templates, render
+    from .planning.hardware import Hardware
+    from .planning.memory import MemoryPlan
+    from .planning.plan import plan_memory
+    from .planning.presets import PRESETS, Preset, PresetError, ResolvedPreset, resolve_preset
     from .tiny import tiny_model
-    from .tokenizer import (
-        MistralSentencePieceTokenizer,
-        MistralTekkenTokenizer,
-        MistralTokenizerBase,
-        load_tokenizer,
-        reference_tokenizer_file,
-    )
+    from .tokenizers.base import MistralTokenizerBase
+    from .tokenizers.loading import load_tokenizer, reference_tokenizer_file
+    from .tokenizers.sentencepiece import MistralSentencePieceTokenizer
+    from .tokenizers.tekken import MistralTekkenTokenizer

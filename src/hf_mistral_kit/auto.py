@@ -7,9 +7,12 @@ straight to them. On top of that:
   and GGUF files load without a converted copy, a Mixtral GGUF with its experts (transformers' own GGUF reader makes
   it a dense Llama), and Mixtral's experts get quantized under a bitsandbytes config (see `hf_mistral_kit.modeling`);
 - `from_pretrained(..., preset="name", context_length=None)` fills loading arguments (`dtype`, `device_map`,
-  `attn_implementation`, `quantization_config`) from `hf_mistral_kit.presets`; arguments passed explicitly win;
+  `attn_implementation`, `quantization_config`) from `hf_mistral_kit.planning.presets`; arguments passed explicitly
+  win;
 - `AutoTokenizer` loads Mistral tokenizer files (`tokenizer.model.v1`/`v3`, ...), directories holding one and native
-  directories with `hf_mistral_kit.tokenizer.load_tokenizer`, which gives exact ids and the matching chat template.
+  directories with `hf_mistral_kit.tokenizers.loading.load_tokenizer`, which gives exact ids and the matching chat
+  template. Importing this module also registers the kit's SentencePiece tokenizer class for the kit's model types
+  with transformers' `AutoTokenizer` (folders older kits saved name it in `tokenizer_config.json`).
 """
 
 from __future__ import annotations
@@ -17,45 +20,38 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import transformers
 from transformers import PreTrainedConfig
 
-from .gguf import config_dict_from_gguf_file, gguf_checkpoint_file, load_gguf_tokenizer
-from .modeling import KitMistralConfig, KitMixtralConfig, to_kit_config
-from .native import TOKENIZER_FILE_PATTERN, config_dict_from_params, native_checkpoint_dir
+from .architectures import MODEL_TYPES
+from .formats.dispatch import find_checkpoint
+from .formats.gguf import load_gguf_tokenizer
+from .formats.native import native_checkpoint_dir
+from .hub import TOKENIZER_AND_CONFIG_FILES, hub_kwargs
+from .modeling.registration import FAMILY, kit_config_class, to_kit_config
+from .tokenizers.base import VERSION_KEY
+from .tokenizers.loading import TOKENIZER_FILE_PATTERN, load_tokenizer
+from .tokenizers.sentencepiece import VERSIONED_FILE, MistralSentencePieceTokenizer
 
 logger = logging.getLogger(__name__)
-
-_KIT_CONFIGS = {
-    "mistral": KitMistralConfig,
-    "mixtral": KitMixtralConfig,
-    KitMistralConfig.model_type: KitMistralConfig,
-    KitMixtralConfig.model_type: KitMixtralConfig,
-}
-_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
 
 
 def _kit_config_class(path: str | os.PathLike, kwargs: dict[str, Any]) -> type[PreTrainedConfig] | None:
     """The kit config class for a Mistral-family checkpoint at `path`, or None for anything else."""
     config = kwargs.get("config")
     if isinstance(config, PreTrainedConfig):
-        return _KIT_CONFIGS.get(config.model_type)
-    gguf_path = gguf_checkpoint_file(path, kwargs)
-    if gguf_path is not None:
-        return _KIT_CONFIGS[config_dict_from_gguf_file(gguf_path)["model_type"]]
-    native = native_checkpoint_dir(path, kwargs.get("subfolder", ""))
-    if native is not None:
-        return _KIT_CONFIGS[config_dict_from_params(native)["model_type"]]
-    hub_kwargs = {name: kwargs[name] for name in _HUB_KWARGS if name in kwargs}
+        return kit_config_class(config.model_type)
+    source = find_checkpoint(path, kwargs)
+    if source is not None:
+        return kit_config_class(source.config_dict()["model_type"])
     try:
-        config_dict, _ = PreTrainedConfig.get_config_dict(path, **hub_kwargs)
+        config_dict, _ = PreTrainedConfig.get_config_dict(path, **hub_kwargs(kwargs))
     except (OSError, ValueError):
         return None  # e.g. an adapter-only repository: transformers knows how to resolve it
-    return _KIT_CONFIGS.get(config_dict.get("model_type"))
+    return kit_config_class(config_dict.get("model_type"))
 
 
 def _with_preset(preset: str | None, context_length: int | None, model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +59,7 @@ def _with_preset(preset: str | None, context_length: int | None, model: Any, kwa
         if context_length is not None:
             raise TypeError("context_length only sizes a preset's memory plan: pass it together with preset=.")
         return kwargs
-    from .presets import resolve_preset
+    from .planning.presets import resolve_preset
 
     resolved = resolve_preset(preset, model=model, context_length=context_length)
     for note in resolved.notes:
@@ -85,8 +81,9 @@ class _KitAutoModel:
     ):
         model = kwargs.get("config") or pretrained_model_name_or_path
         if preset is not None and not isinstance(model, PreTrainedConfig):
-            gguf_path = gguf_checkpoint_file(pretrained_model_name_or_path, kwargs)
-            model = config_dict_from_gguf_file(gguf_path) if gguf_path else model  # the preset plans from it
+            source = find_checkpoint(pretrained_model_name_or_path, kwargs)
+            if source is not None and source.layout == "gguf":
+                model = source.config_dict()  # the preset plans from it
         kwargs = _with_preset(preset, context_length, model, kwargs)
         config_class = _kit_config_class(pretrained_model_name_or_path, kwargs)
         if config_class is None:
@@ -98,7 +95,7 @@ class _KitAutoModel:
 
     @classmethod
     def from_config(cls, config: PreTrainedConfig, **kwargs: Any):
-        if config.model_type in _KIT_CONFIGS:
+        if kit_config_class(config.model_type) is not None:
             config = to_kit_config(config)
         return super().from_config(config, **kwargs)
 
@@ -126,20 +123,6 @@ class AutoConfig(transformers.AutoConfig):
         return config_class.from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
-_VERSIONED_SENTENCEPIECE = re.compile(r"^(tokenizer|.*)\.model\.v\d+\w*$")
-# What a checkpoint's tokenizer consists of: the files fetched for a hub id before deciding who loads it.
-_TOKENIZER_FILES = [
-    "tokenizer*",
-    "*.model.v*",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template*",
-    "config.json",
-    "params.json",
-    "tekken*.json",
-]
-
-
 def _is_mistral_tokenizer(path: str | os.PathLike, subfolder: str = "") -> bool:
     """A Mistral tokenizer file, or a directory whose tokenizer is one (native checkpoints included).
 
@@ -152,7 +135,7 @@ def _is_mistral_tokenizer(path: str | os.PathLike, subfolder: str = "") -> bool:
     if not path.is_dir():
         return False
     names = [file.name for file in path.iterdir() if TOKENIZER_FILE_PATTERN.match(file.name)]
-    if any(_VERSIONED_SENTENCEPIECE.match(name) for name in names) or "tekken.json" in names:
+    if any(VERSIONED_FILE.match(name) for name in names) or "tekken.json" in names:
         return True
     if ((path / "tokenizer.model").is_file() or (path / "tokenizer.json").is_file()) and _is_mistral_family(path):
         return True
@@ -162,11 +145,8 @@ def _is_mistral_tokenizer(path: str | os.PathLike, subfolder: str = "") -> bool:
 
 def _is_mistral_family(directory: Path) -> bool:
     """A Mistral/Mixtral checkpoint (by its config), or a tokenizer the kit saved: its exact tokenizer applies."""
-    from .tokenizer import VERSION_KEY
-
-    model_types = {"mistral", "mixtral", KitMistralConfig.model_type, KitMixtralConfig.model_type}
     for filename, accepts in (
-        ("config.json", lambda config: config.get("model_type") in model_types),
+        ("config.json", lambda config: config.get("model_type") in MODEL_TYPES),
         (
             "tokenizer_config.json",
             lambda config: VERSION_KEY in config or config.get("tokenizer_class") == "MistralSentencePieceTokenizer",
@@ -185,17 +165,18 @@ def _hub_tokenizer_dir(repo_id: str, kwargs: dict[str, Any]) -> Path | None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
-    hub_kwargs = {
-        k: kwargs[k] for k in ("cache_dir", "force_download", "local_files_only", "revision", "token") if k in kwargs
-    }
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_TOKENIZER_FILES, **hub_kwargs))
+        return Path(
+            snapshot_download(
+                repo_id, allow_patterns=list(TOKENIZER_AND_CONFIG_FILES), **hub_kwargs(kwargs, subfolder=False)
+            )
+        )
     except (OSError, ValueError, HFValidationError):  # offline, unknown or gated repository: transformers says why
         return None
 
 
 class AutoTokenizer(transformers.AutoTokenizer):
-    """`transformers.AutoTokenizer`; Mistral tokenizers load with `hf_mistral_kit.tokenizer.load_tokenizer`.
+    """`transformers.AutoTokenizer`; Mistral tokenizers load with `hf_mistral_kit.tokenizers.loading.load_tokenizer`.
 
     Mistral tokenizer files, directories holding one, folders the kit saved, Mistral/Mixtral checkpoints (local or
     on the hub) and GGUF files (`gguf_file=`, or the file's path) get the kit's exact fast tokenizer and chat
@@ -206,10 +187,10 @@ class AutoTokenizer(transformers.AutoTokenizer):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *inputs: Any, **kwargs: Any):
-        gguf_path = gguf_checkpoint_file(pretrained_model_name_or_path, kwargs)
-        if gguf_path is not None:  # the exact tokenizer, rebuilt from the file's vocabulary (not transformers')
+        source = find_checkpoint(pretrained_model_name_or_path, kwargs)
+        if source is not None and source.layout == "gguf":  # the exact tokenizer, rebuilt from the file's vocabulary
             tokenizer_kwargs = {key: value for key, value in kwargs.items() if key != "gguf_file"}
-            return load_gguf_tokenizer(gguf_path, **tokenizer_kwargs)
+            return load_gguf_tokenizer(source.path, **tokenizer_kwargs)
         subfolder = kwargs.get("subfolder", "")
         path = Path(pretrained_model_name_or_path)
         if not path.exists() and not kwargs.get("gguf_file") and str(pretrained_model_name_or_path).count("/") == 1:
@@ -221,6 +202,14 @@ class AutoTokenizer(transformers.AutoTokenizer):
             raise TypeError(
                 "Mistral tokenizers take keyword arguments only (e.g. padding_side='left'); got positional ones."
             )
-        from .tokenizer import load_tokenizer
-
         return load_tokenizer(path / subfolder if subfolder else path, **kwargs)
+
+
+def _register_tokenizer() -> None:
+    """`tokenizer_class: MistralSentencePieceTokenizer` (what folders older kits saved name) resolvable by transformers'
+    own AutoTokenizer, for the kit's model types only."""
+    for row in FAMILY:
+        transformers.AutoTokenizer.register(row.config, tokenizer_class=MistralSentencePieceTokenizer, exist_ok=True)
+
+
+_register_tokenizer()

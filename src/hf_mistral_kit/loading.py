@@ -1,7 +1,7 @@
 """`load_model`: a Mistral checkpoint loaded with a preset, plus a tokenizer ready for batched generation.
 
 What it fixes over a bare `from_pretrained` + `AutoTokenizer`:
-- the preset's dtype/quantization/attention/placement, resolved against the hardware (see `presets`);
+- the preset's dtype/quantization/attention/placement, resolved against the hardware (see `planning.presets`);
 - a pad token that is not EOS: Mistral's tokenizers have none, and the usual `pad_token = eos_token` makes
   fine-tuning mask every EOS label, so the model never learns to stop. A dedicated `<pad>` is used where the
   vocabulary has one, else `<unk>` (id 0), which Mistral's byte-fallback tokenizers never produce from text;
@@ -20,9 +20,12 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .hardware import Hardware
-from .presets import Preset, resolve_preset
-from .tokenizer import load_tokenizer
+from .formats.dispatch import find_checkpoint
+from .formats.gguf import load_gguf_tokenizer
+from .hub import TOKENIZER_AND_CONFIG_FILES
+from .planning.hardware import Hardware
+from .planning.presets import Preset, resolve_preset
+from .tokenizers.loading import load_tokenizer
 
 __all__ = ["load_model"]
 
@@ -36,8 +39,6 @@ END_OF_TURN_TOKENS = ("<|im_end|>",)
 
 # Non-reentrant checkpointing: the reentrant default is deprecated in torch and needs inputs that require grad.
 _CHECKPOINTING_KWARGS = {"use_reentrant": False}
-
-_TOKENIZER_FILES = ["*.json", "tokenizer.model*", "*.model.v*"]
 
 
 def load_model(
@@ -63,12 +64,11 @@ def load_model(
     dequantized (to float32, or to `dtype=` if passed), and the tokenizer is the exact kit tokenizer rebuilt from the
     file's vocabulary.
     """
-    from .gguf import config_dict_from_gguf_file, gguf_checkpoint_file, load_gguf_tokenizer
-
-    gguf_path = gguf_checkpoint_file(name_or_path, overrides)
+    source = find_checkpoint(name_or_path, overrides)
+    gguf_path = source.path if source is not None and source.layout == "gguf" else None
     if gguf_path is not None:
         overrides = {key: value for key, value in overrides.items() if key != "gguf_file"}
-        local_dir, model_description = None, config_dict_from_gguf_file(gguf_path)
+        local_dir, model_description = None, source.config_dict()
     else:
         local_dir = model_description = _local_dir(name_or_path)
     resolved = resolve_preset(
@@ -109,7 +109,7 @@ def _local_dir(name_or_path: str | os.PathLike) -> Path:
         return path
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(name_or_path), allow_patterns=_TOKENIZER_FILES))
+    return Path(snapshot_download(str(name_or_path), allow_patterns=list(TOKENIZER_AND_CONFIG_FILES)))
 
 
 def set_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | None = None) -> str:

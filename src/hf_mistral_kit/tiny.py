@@ -11,20 +11,17 @@ import json
 import os
 import shutil
 import warnings
-from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
-CACHE_ENV = "HF_MISTRAL_KIT_CACHE"
+from .convert import STAGING_MARKER, staging_dir
+from .formats.errors import NativeCheckpointError
+from .formats.files import safetensors_size
+from .hub import cache_dir
+from .versions import REFERENCE_FORMATS
+
 STAMP_FILE = "hf_mistral_kit_tiny.json"
-# Tokenizer files shipped in mistral_common/data/: (file there, name in the checkpoint, vocabulary size).
-TOKENIZERS = {
-    "v1": ("tokenizer.model.v1", "tokenizer.model.v1", 32000),
-    "v3": ("mistral_instruct_tokenizer_240323.model.v3", "tokenizer.model.v3", 32768),
-    "v7": ("mistral_instruct_tokenizer_241114.model.v7", "tokenizer.model.v7", 32768),
-    "tekken": ("tekken_240718.json", "tekken.json", 131072),  # Mistral-Nemo's (instruct format v3)
-}
 _SIZES = {
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -41,22 +38,13 @@ _FAMILY_DEFAULTS = {
 }
 
 
-def cache_dir() -> Path:
-    """The kit's cache directory: $HF_MISTRAL_KIT_CACHE, else $XDG_CACHE_HOME/hf-mistral-kit or
-    ~/.cache/hf-mistral-kit. The demo's tiny checkpoints and `tiny_model()`'s builds live there."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "hf-mistral-kit"
-
-
 def tiny_model(
     kind: Literal["mistral", "mixtral"] = "mistral",
     path: str | os.PathLike | None = None,
     seed: int = 0,
     native: bool = False,
     *,
-    tokenizer: Literal["v1", "v3", "v7", "tekken"] = "v1",
+    tokenizer: Literal["v1", "v2", "v3", "v7", "tekken"] = "v1",
     **config_overrides: Any,
 ) -> Path:
     """Build a small random `kind` checkpoint at `path` and return the directory.
@@ -65,10 +53,11 @@ def tiny_model(
     (`params.json`, `consolidated.safetensors`, plus `generation_config.json`). Both hold the real Mistral tokenizer
     from mistral-common, saved as the kit saves tokenizers (`tokenizer.json`, `tokenizer_config.json`,
     `chat_template.jinja`, and the SentencePiece file as `tokenizer.model` and under its versioned name): v1 by
-    default (the tokenizer of Mistral 7B v0.1 and Mixtral 8x7B, vocabulary 32000), v3 with `tokenizer="v3"` (v0.3
-    models, 32768), v7 with `tokenizer="v7"` (Mistral-Large-2411, 32768), and Mistral-Nemo's tekken.json with
-    `tokenizer="tekken"` (131072). Transformers, vLLM, llama.cpp's converter and mistral-common all read it (a
-    tekken folder converts in llama.cpp without its tekken.json where mistral-common is installed: see the README).
+    default (the tokenizer of Mistral 7B v0.1 and Mixtral 8x7B, vocabulary 32000), v2 with `tokenizer="v2"`, v3 with
+    `tokenizer="v3"` (v0.3 models, 32768), v7 with `tokenizer="v7"` (Mistral-Large-2411, 32768), and Mistral-Nemo's
+    tekken.json with `tokenizer="tekken"` (131072): every file of `hf_mistral_kit.versions.REFERENCE_FORMATS`.
+    Transformers, vLLM, llama.cpp's converter and mistral-common all read it (a tekken folder converts in llama.cpp
+    without its tekken.json where mistral-common is installed: see the README).
 
     Sizes default to hidden 64, 2 layers, 4 heads of 32 over 2 KV heads (and 4 experts, top 2, for Mixtral); any config
     field can be overridden, e.g. `sliding_window=8` to exercise the window on short sequences. Weights depend only
@@ -82,8 +71,8 @@ def tiny_model(
     """
     if kind not in _FAMILY_DEFAULTS:
         raise ValueError(f"kind must be 'mistral' or 'mixtral', got {kind!r}.")
-    if tokenizer not in TOKENIZERS:
-        raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {tokenizer!r}.")
+    if tokenizer not in REFERENCE_FORMATS:
+        raise ValueError(f"tokenizer must be one of {', '.join(REFERENCE_FORMATS)}, got {tokenizer!r}.")
     stamp = {"kind": kind, "seed": seed, "native": native, "tokenizer": tokenizer, "config": config_overrides}
     target = Path(path) if path is not None else _cache_path(stamp)
 
@@ -92,8 +81,6 @@ def tiny_model(
         return target
     if state == "foreign":
         raise FileExistsError(f"{target} exists and does not hold this tiny model; delete it or pick another path.")
-    from .native import STAGING_MARKER, staging_dir
-
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(target)
     try:
@@ -149,8 +136,6 @@ def _state(directory: Path, stamp: dict[str, Any]) -> Literal["absent", "built",
 def _files_intact(directory: Path, files: Any) -> bool:
     """The recorded files and nothing else are there, each with its recorded size and a readable safetensors header
     (a caller that added or removed files in a shared build gets a fresh one)."""
-    from .native import NativeCheckpointError, _safetensors_size
-
     if not isinstance(files, dict) or not files:
         return False
     present = {path.name for path in directory.iterdir() if path.name != STAMP_FILE and path.name[0] != "."}
@@ -161,7 +146,7 @@ def _files_intact(directory: Path, files: Any) -> bool:
         try:
             if not file.is_file() or file.stat().st_size != size:
                 return False
-            if file.suffix == ".safetensors" and _safetensors_size(file, "") != size:
+            if file.suffix == ".safetensors" and safetensors_size(file, "") != size:
                 return False
         except (OSError, NativeCheckpointError):
             return False
@@ -170,29 +155,29 @@ def _files_intact(directory: Path, files: Any) -> bool:
 
 def _build(directory: Path, stamp: dict[str, Any]) -> None:
     import torch
-    from transformers import MistralConfig, MistralForCausalLM, MixtralConfig, MixtralForCausalLM
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
 
-    from .native import write_native
-    from .tokenizer import load_tokenizer
+    from .formats.huggingface import native_tensors_from_hf
+    from .formats.hyperparameters import as_config_dict
+    from .formats.native import write_native
+    from .tokenizers.loading import load_tokenizer, reference_tokenizer_file
 
-    config_class, model_class = {
-        "mistral": (MistralConfig, MistralForCausalLM),
-        "mixtral": (MixtralConfig, MixtralForCausalLM),
-    }[stamp["kind"]]
-    source_name, file_name, vocab_size = TOKENIZERS[stamp["tokenizer"]]
-    config = config_class(**{**_SIZES, **_FAMILY_DEFAULTS[stamp["kind"]], "vocab_size": vocab_size, **stamp["config"]})
+    row = REFERENCE_FORMATS[stamp["tokenizer"]]
+    shutil.copyfile(reference_tokenizer_file(row.key), directory / row.file_name)
+    tokenizer = load_tokenizer(directory / row.file_name)
+    sizes = {**_SIZES, **_FAMILY_DEFAULTS[stamp["kind"]], "vocab_size": len(tokenizer), **stamp["config"]}
+    config = AutoConfig.for_model(stamp["kind"], **sizes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stamp["seed"])
-        model = model_class(config)
+        model = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)](config)
 
     if stamp["native"]:
-        write_native(model.state_dict(), config, directory)
+        config_dict = as_config_dict(config)
+        write_native(native_tensors_from_hf(model.state_dict(), config_dict), config_dict, directory)
         model.generation_config.save_pretrained(directory)
     else:
         model.save_pretrained(directory)
-    with resources.as_file(resources.files("mistral_common") / "data" / source_name) as source:
-        shutil.copyfile(source, directory / file_name)
-    load_tokenizer(directory / file_name).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     files = {
         file.name: file.stat().st_size for file in sorted(directory.iterdir()) if file.is_file() and file.name[0] != "."
     }

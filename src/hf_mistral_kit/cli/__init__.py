@@ -14,19 +14,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..versions import TEMPLATES
 from .common import EXIT_CODE_MEANINGS, CLIError, ExitCode
 
 PROG = "hf-mistral-kit"
-TEMPLATES = (  # checked against list_templates() in the tests
-    "chatml",
-    "mistral_tekken_v11",
-    "mistral_tekken_v13",
-    "mistral_tekken_v3",
-    "mistral_tekken_v7",
-    "mistral_v1",
-    "mistral_v3",
-    "mistral_v7",
-)
 EXIT_CODES = "\n".join(f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
 
 

@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     source = checkpoint_dir(args.model)
     shape = model_shape(model_config(source), args.model)
-    from .. import Hardware, apply_chat_template, load_model
+    from ..chat.templates import apply_chat_template
+    from ..loading import load_model
+    from ..planning.hardware import Hardware
 
     resolve(args.preset, shape, Hardware.detect(), context_length=4096)
     check_weights(source)

@@ -11,7 +11,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from ..tiny import CACHE_ENV, cache_dir
+from ..hub import CACHE_ENV, cache_dir
 
 __all__ = ["CACHE_ENV", "CLIError", "ExitCode", "cache_dir", "existing_path", "read_conversations", "read_text"]
 

@@ -13,7 +13,7 @@ from .models import model_config, model_shape
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..native import convert_checkpoint
+    from ..convert import convert_checkpoint
 
     src = existing_path(args.src, "Checkpoint")
     if not src.is_dir():

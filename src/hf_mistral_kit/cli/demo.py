@@ -11,7 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from ..templates import list_templates, render
+from ..chat.templates import list_templates, render
 from .common import CACHE_ENV, CLIError, ExitCode, cache_dir
 from .models import check_weights, checkpoint_dir, loading_errors, model_config, model_shape, resolve
 
@@ -29,7 +29,8 @@ RANDOM_WEIGHTS = (
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import Hardware, PresetError, resolve_preset
+    from ..planning.hardware import Hardware
+    from ..planning.presets import PresetError, resolve_preset
 
     hardware = Hardware.detect()
     try:  # a preset this machine cannot run at all fails before anything is printed or built
@@ -59,7 +60,7 @@ def tiny_checkpoint(kind: str, root: Path | None = None) -> Path:
     The tiny Mistral carries the v3 tokenizer (as Mistral-7B-Instruct-v0.3), the tiny Mixtral the v1 tokenizer (as
     Mixtral-8x7B-Instruct-v0.1), so the demo shows both Mistral templates at work.
     """
-    from .. import tiny_model
+    from ..tiny import tiny_model
 
     target = (root or cache_dir()) / f"tiny-{kind}-{version('hf-mistral-kit')}"
     if not target.exists():
@@ -88,7 +89,8 @@ def tiny_checkpoint(kind: str, root: Path | None = None) -> Path:
 
 
 def _demo_model(label: str, source: str, hardware: Any, args: argparse.Namespace) -> None:
-    from .. import AutoModelForCausalLM, AutoTokenizer, plan_memory
+    from ..auto import AutoModelForCausalLM, AutoTokenizer
+    from ..planning.plan import plan_memory
     from .streaming import stream_reply, template_name
 
     shape = model_shape(model_config(source), Path(source).name if Path(source).exists() else source)

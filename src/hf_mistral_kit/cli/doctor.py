@@ -34,7 +34,8 @@ def collect() -> dict[str, Any]:
     """Versions, CUDA devices and preset availability as plain data (what `--json` prints)."""
     import torch
 
-    from .. import PRESETS, Hardware, PresetError, resolve_preset
+    from ..planning.hardware import Hardware
+    from ..planning.presets import PRESETS, PresetError, resolve_preset
 
     hardware = Hardware.detect()
     devices = []

@@ -138,7 +138,7 @@ def model_config(source: str) -> Any:
             if not any(name.is_file() for name in names):
                 raise CLIError(f"{names[0]} is not a regular file (a directory, FIFO or device); restore the file.")
         return source
-    from .. import AutoConfig
+    from ..auto import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(source)
@@ -150,7 +150,7 @@ def model_config(source: str) -> Any:
 
 def model_shape(config: Any, label: str) -> Any:
     """The validated `ModelShape` of a Mistral/Mixtral config (path, dict or config object), labelled `label`."""
-    from ..memory import ModelShape
+    from ..planning.memory import ModelShape
 
     try:
         shape = ModelShape.from_config(config, mistral_only=True)
@@ -163,8 +163,7 @@ def model_shape(config: Any, label: str) -> Any:
 
 def resolve(preset: str, shape: Any, hardware: Any, *, context_length: int) -> Any:
     """`resolve_preset` with its failures as CLI errors: OUT_OF_MEMORY when the plan says it does not fit."""
-    from .. import PresetError, resolve_preset
-    from ..presets import DoesNotFitError
+    from ..planning.presets import DoesNotFitError, PresetError, resolve_preset
 
     try:
         return resolve_preset(preset, hardware, model=shape, context_length=context_length)
@@ -179,7 +178,8 @@ def resolve(preset: str, shape: Any, hardware: Any, *, context_length: int) -> A
 def check_weights(source: str) -> None:
     """Refuse truncated or malformed safetensors files of a local Hugging Face checkpoint before loading it (native
     checkpoints are checked by their loader). Reads the headers only."""
-    from ..native import NativeCheckpointError, _safetensors_size
+    from ..formats.errors import NativeCheckpointError
+    from ..formats.files import safetensors_size
 
     directory = Path(source)
     if not directory.is_dir() or not (directory / "config.json").is_file():
@@ -199,7 +199,7 @@ def check_weights(source: str) -> None:
     fix = f"Re-download it into {directory}."
     for file in files:
         try:
-            size = _safetensors_size(file, fix)
+            size = safetensors_size(file, fix)
             if file.stat().st_size != size:
                 raise CLIError(
                     f"{file} is truncated or corrupted: its header describes {size} bytes, the file has "

@@ -16,8 +16,8 @@ from .models import model_config, model_shape, model_source, out_of_memory
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import Hardware, PresetError, resolve_preset
-    from ..presets import DoesNotFitError, suggest_presets
+    from ..planning.hardware import Hardware
+    from ..planning.presets import DoesNotFitError, PresetError, resolve_preset, suggest_presets
 
     source = model_source(args.model, what="model or config")
     config = model_config(source)
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _hardware(profile: str) -> Any:
-    from .. import Hardware
+    from ..planning.hardware import Hardware
 
     try:
         return Hardware.profile(profile)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import warnings
@@ -13,19 +12,26 @@ from typing import Any
 
 from jinja2.exceptions import TemplateError
 
-from ..templates import get_chat_template, render
+from ..chat.templates import get_chat_template, render
+from ..versions import CHATML, REFERENCE_FORMATS, template_version
 from .common import CLIError, ExitCode, existing_path, read_conversations
 
 DEFAULT_TEMPLATE = "mistral_v1"
-# The real tokenizer each template is checked and tokenized with when no --tokenizer is given.
-# (mistral-common ships no tekken file of version v7, v11 or v13: those take --tokenizer.)
-TEMPLATE_TOKENIZER = {
-    "mistral_v1": "v1",
-    "mistral_v3": "v3",
-    "mistral_v7": "v7",
-    "mistral_tekken_v3": "tekken",
-    "chatml": "v1",
-}
+# ChatML is checked and tokenized like Mistral-7B-OpenOrca: tokenizer v1 with the two ChatML tokens added.
+CHATML_TOKENIZER = "v1"
+
+
+def template_tokenizer(template: str) -> str | None:
+    """Which shipped tokenizer file (`reference_tokenizer_file`) a template is tokenized with when no --tokenizer
+    is given: the newest version the template renders that mistral-common ships a file of (the tekken v7, v11 and
+    v13 templates have none)."""
+    if template == CHATML:
+        return CHATML_TOKENIZER
+    version = template_version(template)
+    rows = [row for row in REFERENCE_FORMATS.values() if row.template == template and row.version == version]
+    return rows[0].key if rows else None
+
+
 # Mistral-7B-OpenOrca's ids for the ChatML tokens it added on top of the v1 vocabulary.
 OPENORCA_ADDED_TOKENS = {"<|im_end|>": 32000, "<|im_start|>": 32001}
 
@@ -77,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _user_tokenizer(value: str) -> tuple[Any, Path | None]:
-    from ..tokenizer import find_mistral_tokenizer_file, load_tokenizer
+    from ..tokenizers.loading import find_mistral_tokenizer_file, load_tokenizer
 
     path = existing_path(value, "Tokenizer")
-    if not path.is_dir() and not TOKENIZER_FILE.match(path.name):
+    if not path.is_dir() and not _is_tokenizer_file(path.name):
         raise CLIError(
             f"{value} is not a tokenizer file: --tokenizer takes a Mistral tokenizer file (tokenizer.model, "
             "tokenizer.model.v3, tekken.json, ...) or a checkpoint directory holding one. The conversation is FILE."
@@ -100,8 +106,12 @@ def _user_tokenizer(value: str) -> tuple[Any, Path | None]:
     return tokenizer, find_mistral_tokenizer_file(path) if path.is_dir() else path
 
 
-# Tokenizer file names --tokenizer accepts (directories are given to load_tokenizer as they are).
-TOKENIZER_FILE = re.compile(r"^(tokenizer\.model(\.v\d+\w*)?|.*\.model(\.v\d+\w*)?|tokenizer\.json|tekken.*\.json)$")
+def _is_tokenizer_file(name: str) -> bool:
+    """A file name --tokenizer accepts: a Mistral tokenizer file, any SentencePiece `.model`, or tokenizer.json
+    (directories are given to load_tokenizer as they are)."""
+    from ..tokenizers.loading import TOKENIZER_FILE_PATTERN
+
+    return bool(TOKENIZER_FILE_PATTERN.match(name)) or name.endswith(".model") or name == "tokenizer.json"
 
 
 def _first_line(error: BaseException) -> str:
@@ -111,15 +121,15 @@ def _first_line(error: BaseException) -> str:
 
 def _template_tokenizer(template: str) -> tuple[Any, Path]:
     """The real tokenizer for `template`: v1 or v3, and for chatml v1 with OpenOrca's two added tokens."""
-    from ..tokenizer import load_tokenizer, reference_tokenizer_file
+    from ..tokenizers.loading import load_tokenizer, reference_tokenizer_file
 
-    if template not in TEMPLATE_TOKENIZER:
+    if template_tokenizer(template) is None:
         raise CLIError(
             f"--tokens, --json and --check with {template} need --tokenizer (the model's tekken.json, or its "
             "checkpoint directory): mistral-common ships no tekken file of that version."
         )
-    model_file = reference_tokenizer_file(TEMPLATE_TOKENIZER[template])
-    if template != "chatml":
+    model_file = reference_tokenizer_file(template_tokenizer(template))
+    if template != CHATML:
         tokenizer = load_tokenizer(model_file)
         tokenizer.chat_template = get_chat_template(template)
         return tokenizer, model_file
@@ -131,7 +141,7 @@ def _template_tokenizer(template: str) -> tuple[Any, Path]:
 
 def _reference(tokenizer: Any, tokenizer_file: Path | None):
     """mistral-common's tokenizer for the same file (ChatML and tokenizer-less directories have none)."""
-    if tokenizer.chat_template == get_chat_template("chatml"):
+    if tokenizer.chat_template == get_chat_template(CHATML):
         raise CLIError("--check compares with mistral-common, which has no ChatML: use a Mistral template.")
     if tokenizer_file is None or not tokenizer_file.is_file():
         raise CLIError("--check needs a Mistral tokenizer file (tokenizer.model, tokenizer.model.v3, tekken.json ...).")

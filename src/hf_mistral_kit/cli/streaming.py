@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from ..chat.templates import template_name as kit_template_name
 from ..loading import end_of_turn_ids
-from ..templates import get_chat_template, list_templates
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,7 @@ class _StopWhenSet(StoppingCriteria):
 
 def template_name(tokenizer: Any) -> str:
     """The kit template a tokenizer carries, or "custom"."""
-    for name in list_templates():
-        if tokenizer.chat_template == get_chat_template(name):
-            return name
-    return "custom"
+    return kit_template_name(tokenizer.chat_template) or "custom"
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:

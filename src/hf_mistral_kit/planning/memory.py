@@ -15,15 +15,14 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .config_checks import MISTRAL_MODEL_TYPES, check_config
+from ..architectures import MODEL_TYPES
+from ..formats import names
+from ..formats.hyperparameters import check_config
 from .hardware import GiB, Hardware
 
-if TYPE_CHECKING:
-    from .presets import Preset, ResolvedPreset
-
-__all__ = ["MemoryPlan", "ModelShape", "plan_memory"]
+__all__ = ["MemoryPlan", "ModelShape"]
 
 NF4_BLOCKSIZE = 64  # weights per absmax (bitsandbytes' 4-bit default, not configurable through transformers)
 NESTED_BLOCKSIZE = 256  # absmax values per float32 scale with double quantization
@@ -72,12 +71,12 @@ class ModelShape:
             config = {**config.to_dict(), "head_dim": getattr(config, "head_dim", None)}
         source = config.get("_name_or_path") or "the config"
         if "dim" in config and "n_layers" in config:  # Mistral's native params.json
-            from .native import config_dict_from_params_dict
+            from ..formats.native import config_dict_from_params_dict
 
             name = config.get("_name_or_path", "mistral (params.json)")
             config = {**config_dict_from_params_dict(dict(config), source=name), "_name_or_path": name}
         model_type = config.get("model_type")
-        if mistral_only and model_type is not None and model_type not in MISTRAL_MODEL_TYPES:
+        if mistral_only and model_type is not None and model_type not in MODEL_TYPES:
             raise ValueError(
                 f"{source} is a {model_type!r} config, not a Mistral/Mixtral one: hf-mistral-kit plans and loads the "
                 "Mistral family (model_type mistral or mixtral, or Mistral's params.json)."
@@ -105,31 +104,34 @@ class ModelShape:
         """The same shape under another name (what tables and messages call the model)."""
         return dataclasses.replace(self, name=name)
 
+    def config_dict(self) -> dict[str, Any]:
+        """The shape as a transformers config dict (what the tensor table, `formats.names`, sizes tensors from)."""
+        return {
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "num_local_experts": self.num_experts or None,
+            "tie_word_embeddings": self.tie_word_embeddings,
+        }
+
     def linear_shapes(self) -> list[tuple[int, int, int]]:
         """(out_features, in_features, count) of one decoder layer's linear weights: what bitsandbytes quantizes."""
-        q_dim = self.num_heads * self.head_dim
-        kv_dim = self.num_kv_heads * self.head_dim
-        experts = max(self.num_experts, 1)
-        return [
-            (q_dim, self.hidden_size, 1),  # q_proj
-            (kv_dim, self.hidden_size, 2),  # k_proj, v_proj
-            (self.hidden_size, q_dim, 1),  # o_proj
-            (self.intermediate_size, self.hidden_size, 2 * experts),  # gate_proj/up_proj (w1/w3) per expert
-            (self.hidden_size, self.intermediate_size, experts),  # down_proj (w2) per expert
-        ]
+        return names.layer_linear_shapes(self.config_dict())
 
     def layer_unquantized_parameters(self) -> int:
         """Parameters of one decoder layer that stay unquantized: two RMSNorms and the MoE router."""
-        return 2 * self.hidden_size + self.num_experts * self.hidden_size
+        return names.layer_parameters(self.config_dict(), linear=False)
 
     def embedding_parameters(self) -> int:
         """Token embeddings, `lm_head` (unless tied) and the final norm: always in the compute dtype."""
-        lm_head = 0 if self.tie_word_embeddings else self.vocab_size * self.hidden_size
-        return self.vocab_size * self.hidden_size + lm_head + self.hidden_size
+        return names.model_parameters(self.config_dict())
 
     def parameter_count(self) -> int:
-        linear = sum(out * inp * count for out, inp, count in self.linear_shapes())
-        return self.embedding_parameters() + self.num_layers * (linear + self.layer_unquantized_parameters())
+        return names.parameter_count(self.config_dict())
 
     def kv_bytes_per_token(self, dtype_bytes: int) -> int:
         return self.num_layers * self.num_kv_heads * self.head_dim * 2 * dtype_bytes
@@ -137,13 +139,13 @@ class ModelShape:
     def layer_bytes(self, quantization: str | None, double_quant: bool, dtype_bytes: int) -> int:
         """Bytes of one decoder layer stored as bitsandbytes stores it."""
         linear = sum(
-            count * _linear_bytes(out, inp, quantization, double_quant, dtype_bytes)
+            count * linear_bytes(out, inp, quantization, double_quant, dtype_bytes)
             for out, inp, count in self.linear_shapes()
         )
         return linear + self.layer_unquantized_parameters() * dtype_bytes
 
 
-def _linear_bytes(out: int, inp: int, quantization: str | None, double_quant: bool, dtype_bytes: int) -> int:
+def linear_bytes(out: int, inp: int, quantization: str | None, double_quant: bool, dtype_bytes: int) -> int:
     n = out * inp
     if quantization is None:
         return n * dtype_bytes
@@ -320,47 +322,6 @@ def _offload_budget(hardware: Hardware) -> int:
     return hardware.cpu_memory - CPU_OVERHEAD_BYTES
 
 
-def plan_memory(
-    config_or_path: Any,
-    preset: str | Preset | ResolvedPreset,
-    *,
-    context_length: int,
-    batch_size: int = 1,
-    hardware: Hardware | None = None,
-) -> MemoryPlan:
-    """Memory needed by a model (config, config dict, or path) in a preset, for `context_length` tokens per sequence.
-
-    With `hardware`, the preset is resolved against it (so 'half' becomes bf16 or fp16, impossible presets raise)
-    and `fits` answers; without, `fits` is None. 'auto' needs hardware, since it picks by what fits.
-    """
-    # presets imports this module (auto plans with it), so it is imported here.
-    from .presets import PRESETS, Preset, ResolvedPreset, resolve_preset
-
-    shape = ModelShape.from_config(config_or_path)
-    if isinstance(preset, ResolvedPreset):
-        return preset.plan_for(shape, context_length=context_length, batch_size=batch_size, hardware=hardware)
-    name = preset.name if isinstance(preset, Preset) else preset
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    if hardware is not None:
-        resolved = resolve_preset(preset, hardware, model=shape, context_length=context_length, check_fit=False)
-        return resolved.plan_for(shape, context_length=context_length, batch_size=batch_size, hardware=hardware)
-    static = PRESETS[name]
-    if static.precision == "auto":
-        raise ValueError("preset 'auto' depends on the hardware: pass hardware=Hardware.detect() (or a profile)")
-    return estimate(
-        shape,
-        preset=name,
-        weight_format=static.weight_format(),
-        quantization=static.quantization,
-        double_quant=static.quantization == "nf4",
-        dtype_bytes=4 if static.precision == "fp32" else 2,
-        context_length=context_length,
-        batch_size=batch_size,
-        on_cpu=static.device == "cpu",
-    )
-
-
 # A config.json is a few KiB: anything far larger is not one (and is not read into memory).
 MAX_CONFIG_BYTES = 16 * 2**20
 
@@ -369,10 +330,11 @@ def _read_config_file(path: str) -> dict:
     """The config dict of a checkpoint directory, config file, GGUF file or Hub id, named after `path` as given."""
     name = path
     if os.path.isfile(path) and not path.endswith(".json"):  # the GGUF reader (and torch) only for what may be one
-        from .gguf import config_dict_from_gguf_file, is_gguf_file
+        from ..formats.dispatch import find_checkpoint
 
-        if is_gguf_file(path):
-            return {**config_dict_from_gguf_file(path), "_name_or_path": os.path.basename(path)}
+        source = find_checkpoint(path)
+        if source is not None:
+            return {**source.config_dict(), "_name_or_path": os.path.basename(path)}
     if not os.path.exists(path):
         from transformers import AutoConfig  # a Hub id: fetch its config.json only
 

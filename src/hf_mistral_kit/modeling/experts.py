@@ -22,6 +22,8 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.core_model_loading import ConversionOps, WeightConverter, WeightRenaming, WeightTransform
 
+from ..formats import names
+
 
 def experts_need_linear_layers(config: Any) -> bool:
     """Whether `config` asks for a bitsandbytes quantization, which only reaches experts held in `nn.Linear`s."""
@@ -97,9 +99,15 @@ class UnfuseExperts(ConversionOps):
 
 
 def per_expert_conversion_mapping() -> list[WeightTransform]:
-    """Load both checkpoint layouts into `MixtralExpertLinears` (module path `mlp.experts.N.w1`)."""
-    return [
-        WeightRenaming(".block_sparse_moe.", ".mlp."),
-        WeightConverter(".experts.gate_up_proj", ".experts.0.w1.weight", operations=[UnfuseExperts(("w1", "w3"))]),
-        WeightConverter(".experts.down_proj", ".experts.0.w2.weight", operations=[UnfuseExperts(("w2",))]),
-    ]
+    """Load both checkpoint layouts into `MixtralExpertLinears` (module path `mlp.experts.N.w1`), from the tensor
+    table (`formats.names`): the 4.x module path renamed to 5.x's, and each 5.x fused tensor split per expert."""
+    router = next(row for row in names.TENSORS if row.role == names.ROUTER)
+    old, new = router.hf.split(".")[3], router.hf_also[0].split(".")[3]  # block_sparse_moe, mlp
+    mapping: list[WeightTransform] = [WeightRenaming(f".{old}.", f".{new}.")]
+    fused = {row.hf_fused: names.fused_parts(row) for row in names.TENSORS if row.hf_fused is not None}
+    for name, parts in fused.items():
+        modules = tuple(names.per_expert_module(row) for row in parts)
+        source = "." + name.split(f".{new}.", 1)[1]  # .experts.gate_up_proj
+        target = f".experts.0.{modules[0]}.weight"
+        mapping.append(WeightConverter(source, target, operations=[UnfuseExperts(modules)]))
+    return mapping

@@ -1,4 +1,8 @@
-"""The kit's chat templates: plain Jinja files in `chat_templates/`, rendered with transformers' own Jinja setup."""
+"""The kit's chat templates: plain Jinja files in `chat_templates/`, rendered with transformers' own Jinja setup.
+
+Which tokenizer version each template is for is `hf_mistral_kit.versions`' table; the files are read from the
+package (`hf_mistral_kit.chat_templates`, shipped from the repository's top-level `chat_templates/`).
+"""
 
 from __future__ import annotations
 
@@ -9,25 +13,9 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from .conversation import ValidationMode, prepare_chat
-
-# Which models each template is for (README's table is generated from the same words).
-TEMPLATE_MODELS = {
-    "mistral_v1": "Mistral-7B-Instruct-v0.1, Mistral-7B-Instruct-v0.2, Mixtral-8x7B-Instruct-v0.1 and their "
-    "fine-tunes or pruned variants (tokenizer v1)",
-    "mistral_v3": "Mistral-7B-Instruct-v0.3, Mixtral-8x22B-Instruct-v0.1 (tokenizer v3: control tokens, function "
-    "calling)",
-    "mistral_v7": "Mistral-Large-Instruct-2411, Pixtral-Large-Instruct-2411 (text) (SentencePiece tokenizer v7: "
-    "[SYSTEM_PROMPT], text with tool calls, [TOOL_CONTENT])",
-    "mistral_tekken_v3": "Mistral-Nemo-Instruct-2407, Ministral-8B-Instruct-2410, Pixtral-12B-2409 (text) "
-    "(tekken.json version v3)",
-    "mistral_tekken_v7": "Mistral-Small-24B-Instruct-2501, Mistral-Small-3.1-24B-Instruct-2503 (text), "
-    "Devstral-Small-2505 (tekken.json version v7)",
-    "mistral_tekken_v11": "Mistral-Small-3.2-24B-Instruct-2506 (tekken.json version v11: [CALL_ID], [ARGS])",
-    "mistral_tekken_v13": "Magistral-Small-2507/2509, Devstral-Small-2507 (tekken.json version v13: [ARGS], [THINK])",
-    "chatml": "Mistral-7B-OpenOrca and other ChatML fine-tunes (<|im_start|>/<|im_end|>)",
-}
-CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
+from ..versions import CHATML, CHATML_TOKENS
+from .errors import ValidationMode
+from .prepare import prepare_chat
 
 
 def list_templates() -> list[str]:
@@ -70,7 +58,7 @@ def render(
     Uses transformers' sandboxed Jinja environment, so the text is what `tokenizer.apply_chat_template(...,
     tokenize=False)` gives with the same template. Pass `continue_final_message=True` to leave the last assistant
     message open. The kit's templates first validate the conversation as mistral-common does for their tokenizer
-    version (`validation_mode`: see `hf_mistral_kit.conversation`) and raise `ConversationError` when it rejects it.
+    version (`validation_mode`: see `hf_mistral_kit.chat.prepare`) and raise `ConversationError` when it rejects it.
     """
     source = get_chat_template(template) if template in list_templates() else template
     if "{%" not in source and "{{" not in source:
@@ -100,14 +88,6 @@ def render(
     return rendered[0]
 
 
-def guess_template(tokenizer: PreTrainedTokenizerBase) -> str:
-    """The template a tokenizer's vocabulary calls for: ChatML tokens, v3 control tokens, else v1."""
-    vocab = tokenizer.get_vocab()
-    if CHATML_TOKENS[0] in vocab:
-        return "chatml"
-    return "mistral_v3" if "[AVAILABLE_TOOLS]" in vocab else "mistral_v1"
-
-
 def apply_chat_template(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTrainedTokenizerBase:
     """Set the named template on any tokenizer (in place; also returned).
 
@@ -115,7 +95,7 @@ def apply_chat_template(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTra
     then be resized (`model.resize_token_embeddings(len(tokenizer))`), which is said in a warning.
     """
     source = get_chat_template(name)
-    if name == "chatml":
+    if name == CHATML:
         missing = [token for token in CHATML_TOKENS if token not in tokenizer.get_vocab()]
         if missing:
             import warnings

@@ -1,0 +1,123 @@
+"""Hugging Face checkpoint directories as a source of conversions: `config.json` and safetensors under Mistral's
+native names.
+
+Loading a Hugging Face checkpoint is transformers' own job; the kit reads one only to convert it (to the native
+layout or to GGUF): every weight is renamed through the tensor table (`names`), Mixtral's experts fused by
+transformers 5.x (`mlp.experts.gate_up_proj`) are sliced per expert, and `wq`/`wk` go back to Mistral's interleaved
+rotary layout, lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import names
+from .checkpoint import Checkpoint, listed
+from .errors import NativeCheckpointError
+from .files import TensorFiles
+from .hyperparameters import as_config_dict
+from .native import SAFETENSORS_SHARD
+from .tensors import LazyTensor, RotaryToNative, as_lazy
+
+HF_SAFETENSORS = "model.safetensors"
+
+
+def hf_weight_files(directory: Path) -> list[Path]:
+    """The safetensors files of a Hugging Face checkpoint directory (by its index when it has one)."""
+    index = directory / f"{HF_SAFETENSORS}.index.json"
+    if index.is_file():
+        return [directory / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    # Repositories shipping both layouts also hold consolidated*.safetensors: those are not transformers' weights.
+    files = sorted(path for path in directory.glob("*.safetensors") if not SAFETENSORS_SHARD.match(path.name))
+    if not files:
+        raise NativeCheckpointError(
+            f"{directory} has no safetensors weights; re-save it with `save_pretrained` (safetensors is the default)."
+        )
+    return files
+
+
+def native_tensors_from_hf(
+    hf_tensors: Mapping[str, torch.Tensor | LazyTensor], config: Mapping[str, Any]
+) -> dict[str, LazyTensor]:
+    """Transformers-named tensors of a causal LM described by `config` (a config dict) under native names (experts
+    per expert), `wq`/`wk` in Mistral's interleaved rotary layout, after checking every key and shape (lazily read)."""
+    expected = names.expected_hf_shapes(config)
+    tensors = {key: as_lazy(value) for key, value in hf_tensors.items() if not key.endswith("rotary_emb.inv_freq")}
+    if config.get("tie_word_embeddings"):
+        tensors.pop("lm_head.weight", None)
+    per_expert = _per_expert(tensors, config)
+
+    native = {}
+    for key, tensor in per_expert.items():
+        found = names.find(key, "hf")
+        if found is None or key not in expected:
+            raise NativeCheckpointError(
+                f"Cannot export weight {key!r}: it has no place in a native {config['model_type']} causal LM "
+                f"({config['num_hidden_layers']} layers). Only {config['model_type']} causal-LM checkpoints convert."
+            )
+        if tensor.shape != expected[key]:
+            raise NativeCheckpointError(
+                f"Cannot export weight {key!r}: shape {list(tensor.shape)}, but the config implies "
+                f"{list(expected[key])}."
+            )
+        heads = config[found.row.rotary] if found.row.rotary else None
+        native[found.name("native")] = tensor if heads is None else tensor.with_transform(RotaryToNative(heads))
+    missing = [key for key in expected if key not in per_expert]
+    if missing:
+        raise NativeCheckpointError(f"Cannot export: the checkpoint lacks {listed(missing)}.")
+    return native
+
+
+def _per_expert(tensors: dict[str, LazyTensor], config: Mapping[str, Any]) -> dict[str, LazyTensor]:
+    """Transformers 5.x names to 4.x ones: the router renamed, fused experts sliced into per-expert tensors."""
+    result = {}
+    for key, tensor in tensors.items():
+        fused = names.find(key, "hf_fused")
+        if fused is None:
+            found = names.find(key, "hf")
+            result[found.name("hf") if found is not None else key] = tensor
+            continue
+        parts = names.fused_parts(fused.row)
+        experts, rows, cols = tensor.shape if len(tensor.shape) == 3 else (None, None, None)
+        if experts != config.get("num_local_experts") or rows % len(parts):
+            raise NativeCheckpointError(f"Cannot export weight {key!r}: unexpected shape {list(tensor.shape)}.")
+        part_rows = rows // len(parts)
+        for expert in range(experts):
+            for i, row in enumerate(parts):
+                index = (expert, slice(i * part_rows, (i + 1) * part_rows))
+                name = names.Match(row, fused.layer, expert).name("hf")
+                result[name] = LazyTensor(tensor.source, tensor.dtype, (part_rows, cols), index)
+    return result
+
+
+class HFCheckpoint(Checkpoint):
+    """A Hugging Face checkpoint directory read for a conversion: its config (through transformers, so defaults
+    apply) and its weights under native names."""
+
+    described_by = "config.json"
+
+    def __init__(self, directory: Path):
+        from transformers import AutoConfig
+
+        from ..architectures import find_architecture
+
+        self.directory = self.source = Path(directory)
+        if not (self.directory / "config.json").is_file():
+            raise NativeCheckpointError(f"{self.directory} is not a Hugging Face checkpoint (no config.json).")
+        self.config = as_config_dict(AutoConfig.from_pretrained(self.directory))
+        if find_architecture(self.config.get("model_type")) is None:
+            raise ValueError(f"Expected a Mistral or Mixtral config, got model_type {self.config.get('model_type')!r}.")
+        self._files = TensorFiles(hf_weight_files(self.directory), f"Re-download the file into {self.directory}.")
+        try:
+            self.native_tensors = native_tensors_from_hf(self._files.tensors, self.config)
+        except NativeCheckpointError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._files.close()
