@@ -25,11 +25,13 @@ Both sides load the same derived file: mistral-common with `MistralTokenizer.fro
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 
 from hf_mistral_kit.tokenizers.loading import MISTRAL_COMMON_DATA
+from hf_mistral_kit.versions import MistralFormat, TokenizerKind, find_format
 
 SHIPPED = {
     "v7": MISTRAL_COMMON_DATA / "mistral_instruct_tokenizer_241114.model.v7",
@@ -38,16 +40,17 @@ SHIPPED = {
     "tekken-v3-image": MISTRAL_COMMON_DATA / "tekken_240911.json",
 }
 DERIVED = ("tekken-v7", "tekken-v11", "tekken-v13", "tekken-v13-nothink")
-# Every file the parity tests run on, and the kit template each must get.
-TEMPLATES = {
-    "v7": "mistral_v7",
-    "v7m1": "mistral_v7",
-    "tekken-v3": "mistral_tekken_v3",
-    "tekken-v3-image": "mistral_tekken_v3",
-    "tekken-v7": "mistral_tekken_v7",
-    "tekken-v11": "mistral_tekken_v11",
-    "tekken-v13": "mistral_tekken_v13",
-}
+
+
+def row_of(name: str) -> MistralFormat:
+    """The version table's row of a file here: "v7", "v7m1" (SentencePiece), "tekken-v3", "tekken-v3-image", ..."""
+    if name.startswith("tekken-"):
+        return find_format(name.split("-")[1], TokenizerKind.tekken)
+    return find_format(re.match(r"v\d+", name).group(), TokenizerKind.sentencepiece)
+
+
+# Every file the parity tests run on, and the kit template each must get (its row's).
+TEMPLATES = {name: row_of(name).template for name in (*SHIPPED, *DERIVED) if not name.endswith("nothink")}
 
 
 def special_tokens(version: str, think: bool) -> list[dict] | None:

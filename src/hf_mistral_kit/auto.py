@@ -27,9 +27,8 @@ import transformers
 from transformers import PreTrainedConfig
 
 from .architectures import MODEL_TYPES
-from .formats.dispatch import find_checkpoint
+from .formats.dispatch import find_checkpoint, local_checkpoint
 from .formats.gguf import load_gguf_tokenizer
-from .formats.native import native_checkpoint_dir
 from .hub import TOKENIZER_AND_CONFIG_FILES, hub_kwargs
 from .modeling.registration import FAMILY, kit_config_class, to_kit_config
 from .tokenizers.base import VERSION_KEY
@@ -140,7 +139,8 @@ def _is_mistral_tokenizer(path: str | os.PathLike, subfolder: str = "") -> bool:
     if ((path / "tokenizer.model").is_file() or (path / "tokenizer.json").is_file()) and _is_mistral_family(path):
         return True
     has_hf_files = (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
-    return ("tokenizer.model" in names and not has_hf_files) or native_checkpoint_dir(path) is not None
+    source = local_checkpoint(path)
+    return ("tokenizer.model" in names and not has_hf_files) or (source is not None and source.layout == "native")
 
 
 def _is_mistral_family(directory: Path) -> bool:

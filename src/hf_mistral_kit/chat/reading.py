@@ -84,7 +84,7 @@ class Reader:
         self.format_thinks, self.thinking = thinking, thinking and thinking_tokens
 
     def parts_text(
-        self, index: Message, content: Any, field: str = "content", thinking: bool = False
+        self, message: Message, content: Any, field: str = "content", thinking: bool = False
     ) -> tuple[str, Any]:
         """(joined text, content for the template) of a str or a list of text chunks (and, with `thinking`,
         thinking chunks: `{"type": "thinking", "thinking": ..., "closed": true}`, kept in the template's content)."""
@@ -92,39 +92,39 @@ class Reader:
             return content, content
         if not isinstance(content, list):
             fix = "Use a string or a list of {'type': 'text', 'text': ...} parts."
-            raise fail(index, f"'{field}' is {describe(content)}.", fix)
+            raise fail(message, f"'{field}' is {describe(content)}.", fix)
         texts, parts = [], []
         for number, part in enumerate(content):
             if not isinstance(part, dict):
-                raise fail(index, f"{field} part {number} is {describe(part)}.", "Use {'type': 'text', 'text': ...}.")
+                raise fail(message, f"{field} part {number} is {describe(part)}.", "Use {'type': 'text', 'text': ...}.")
             kind = part.get("type")
             if kind == "thinking" and thinking:
-                parts.append(self.thinking_part(index, f"{field} part {number}", part))
+                parts.append(self.thinking_part(message, f"{field} part {number}", part))
                 continue
             if kind != "text":
                 renders = "text and thinking parts" if thinking else "text parts only"
                 raise fail(
-                    index,
+                    message,
                     f"{field} part {number} has type {describe(kind)}; {self.template} renders {renders} "
                     "(mistral-common too, for this tokenizer).",
                     "Send images, audio and thinking to a model and tokenizer that support them.",
                 )
             if "text" not in part or not isinstance(part["text"], str):
                 raise fail(
-                    index, f"{field} part {number} has 'text' {describe(part.get('text'))}.", "Make it a string."
+                    message, f"{field} part {number} has 'text' {describe(part.get('text'))}.", "Make it a string."
                 )
             texts.append(part["text"])
             parts.append({"type": "text", "text": part["text"]})
         return JOIN.join(t for t in texts if t), parts
 
-    def thinking_part(self, index: Message, where: str, part: dict[str, Any]) -> dict[str, Any]:
+    def thinking_part(self, message: Message, where: str, part: dict[str, Any]) -> dict[str, Any]:
         """A thinking chunk as mistral-common's `ThinkChunk` reads it (`closed` is a pydantic bool, true by default)."""
         thought = part.get("thinking")
         if not isinstance(thought, str):
-            raise fail(index, f"{where} has 'thinking' {describe(thought)}.", "Make it a string.")
+            raise fail(message, f"{where} has 'thinking' {describe(thought)}.", "Make it a string.")
         closed = part.get("closed", True)
         if not _lax_bool(closed):
-            raise fail(index, f"{where} has 'closed' {describe(closed)}.", "Make it true or false.")
+            raise fail(message, f"{where} has 'closed' {describe(closed)}.", "Make it true or false.")
         return {"type": "thinking", "thinking": thought, "closed": _bool_value(closed)}
 
     def read(self, index: int, raw: Any) -> Message:

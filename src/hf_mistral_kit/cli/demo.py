@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..chat.templates import list_templates, render
+from ..versions import CHATML
 from .common import CACHE_ENV, CLIError, ExitCode, cache_dir
 from .models import check_weights, checkpoint_dir, loading_errors, model_config, model_shape, resolve
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     _section("chat templates: one conversation, rendered by every template")
     for name in list_templates():
         print(f"--- {name}")
-        print(render(CONVERSATION, name, add_generation_prompt=name == "chatml"))
+        print(render(CONVERSATION, name, add_generation_prompt=name == CHATML))
 
     for label, source in models:
         _demo_model(label, source, hardware, args)

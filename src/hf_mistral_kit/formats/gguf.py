@@ -266,14 +266,15 @@ def _metadata_values(fields: Mapping[str, Any], tensors: Mapping[str, Any], sour
             values[row.field] = value
     heads = values["num_attention_heads"]
     values.setdefault("num_key_value_heads", heads)
-    values.setdefault("head_dim", values["hidden_size"] // heads if isinstance(heads, int) and heads > 0 else 0)
+    if isinstance(heads, int) and heads > 0:  # else the checks say what is wrong with it
+        values.setdefault("head_dim", values["hidden_size"] // heads)
     values.setdefault("rope_theta", DEFAULT_ROPE_THETA)
     vocab, embedding = fields.get("tokenizer.ggml.tokens"), tensors.get("token_embd.weight")
     values.setdefault("vocab_size", len(vocab) if vocab else (int(embedding.shape[-1]) if embedding else 0))
     for row in METADATA:  # a second key of a field: the same value or a refusal
         if row.field is not None and _FIELD_KEYS[row.field] != prefix + row.key:
             value = get(row)
-            if value is not None and value != values[row.field]:
+            if value is not None and row.field in values and value != values[row.field]:
                 raise GGUFError(f"{source}: {row.refusal}")
     return values
 

@@ -26,8 +26,6 @@ from .errors import GGUFError
 
 logger = logging.getLogger(__name__)
 
-_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = (int(kind) for kind in PieceType)
-
 
 def add_space_prefix(version: str) -> bool:
     """llama.cpp's `tokenizer.ggml.add_space_prefix` for a SentencePiece tokenizer version.
@@ -63,12 +61,12 @@ def sentencepiece_model_from_vocabulary(
     model = pb.ModelProto()
     for token, score, kind in zip(tokens, scores, types, strict=True):
         piece = model.pieces.add(piece=token, score=score)
-        if kind != _NORMAL:  # SentencePiece leaves the default type unset
+        if kind != PieceType.NORMAL:  # SentencePiece leaves the default type unset
             piece.type = kind
     trainer = model.trainer_spec
     trainer.model_type = pb.TrainerSpec.BPE
     trainer.vocab_size = len(tokens)
-    trainer.byte_fallback = _BYTE in types
+    trainer.byte_fallback = PieceType.BYTE in types
     trainer.split_digits = True
     trainer.allow_whitespace_only_pieces = True
     trainer.max_sentencepiece_length = 16
@@ -80,8 +78,10 @@ def sentencepiece_model_from_vocabulary(
     )
     trainer.unk_piece, trainer.bos_piece, trainer.eos_piece = (tokens[special[n]] for n in ("unk", "bos", "eos"))
     reserved = {special["unk"], special["bos"], special["eos"]}
-    trainer.control_symbols.extend(t for i, t in enumerate(tokens) if types[i] == _CONTROL and i not in reserved)
-    trainer.user_defined_symbols.extend(t for i, t in enumerate(tokens) if types[i] == _USER_DEFINED)
+    trainer.control_symbols.extend(
+        t for i, t in enumerate(tokens) if types[i] == PieceType.CONTROL and i not in reserved
+    )
+    trainer.user_defined_symbols.extend(t for i, t in enumerate(tokens) if types[i] == PieceType.USER_DEFINED)
     normalizer = model.normalizer_spec
     normalizer.name = "identity"
     normalizer.precompiled_charsmap = b""
@@ -105,9 +105,18 @@ def _matching_version(tokens: list[str], scores: list[float], types: list[int], 
             if tokens[i] != piece.piece
             # llama.cpp's converter scores control and added tokens -1000, writes user-defined pieces as normal or
             # control ones: Mistral's scores and types for those pieces are restored below.
-            or (piece.type in (_NORMAL, _BYTE) and (types[i] != piece.type or scores[i] != piece.score))
-            or (piece.type in (_CONTROL, _UNKNOWN) and types[i] not in (_CONTROL, _UNKNOWN))
-            or (piece.type == _USER_DEFINED and types[i] not in (_USER_DEFINED, _CONTROL, _NORMAL))
+            or (
+                piece.type in (PieceType.NORMAL, PieceType.BYTE)
+                and (types[i] != piece.type or scores[i] != piece.score)
+            )
+            or (
+                piece.type in (PieceType.CONTROL, PieceType.UNKNOWN)
+                and types[i] not in (PieceType.CONTROL, PieceType.UNKNOWN)
+            )
+            or (
+                piece.type == PieceType.USER_DEFINED
+                and types[i] not in (PieceType.USER_DEFINED, PieceType.CONTROL, PieceType.NORMAL)
+            )
         ]
         if not differing:
             return version, reference
@@ -131,7 +140,7 @@ def tokenizer_files_from_gguf_fields(fields: Mapping[str, Any], source: Any) -> 
         )
     tokens = list(fields.get("tokenizer.ggml.tokens") or [])
     scores = [float(s) for s in fields.get("tokenizer.ggml.scores") or [0.0] * len(tokens)]
-    types = [int(t) for t in fields.get("tokenizer.ggml.token_type") or [_NORMAL] * len(tokens)]
+    types = [int(t) for t in fields.get("tokenizer.ggml.token_type") or [int(PieceType.NORMAL)] * len(tokens)]
     if not tokens or len(scores) != len(tokens) or len(types) != len(tokens):
         raise GGUFError(f"{source}: the vocabulary (tokens, scores, token types) is missing or inconsistent.")
     version, reference = _matching_version(tokens, scores, types, source)
@@ -152,11 +161,11 @@ def tokenizer_files_from_gguf_fields(fields: Mapping[str, Any], source: Any) -> 
         logger.info("%s: scores/types of control pieces restored to Mistral's tokenizer %s.", source, version)
     added = []
     for i in range(base, len(tokens)):
-        if types[i] in (_CONTROL, _USER_DEFINED):
+        if types[i] in (PieceType.CONTROL, PieceType.USER_DEFINED):
             added.append(tokens[i])
-        elif types[i] != _UNUSED:  # llama.cpp pads vocabularies with unused [PADn] tokens
+        elif types[i] != PieceType.UNUSED:  # llama.cpp pads vocabularies with unused [PADn] tokens
             raise GGUFError(f"{source}: token {i} ({tokens[i]!r}) extends Mistral's vocabulary as a normal piece.")
-        elif added and i < len(tokens) - 1 and types[i + 1] != _UNUSED:
+        elif added and i < len(tokens) - 1 and types[i + 1] != PieceType.UNUSED:
             raise GGUFError(f"{source}: added tokens after unused ones are not supported.")
     return version, model.SerializeToString(), added
 
@@ -251,13 +260,13 @@ def gguf_vocabulary(src: Path, vocab_size: int) -> dict[str, Any]:
             raise GGUFError(f"{src}: added token {content!r} has id {index}, expected {len(tokens)} (ids must follow).")
         tokens.append(content)
         scores.append(-1000.0)
-        types.append(_CONTROL if special else _USER_DEFINED)
+        types.append(int(PieceType.CONTROL if special else PieceType.USER_DEFINED))
     if len(tokens) > vocab_size:
         raise GGUFError(f"{src}: the tokenizer has {len(tokens)} tokens, more than vocab_size ({vocab_size}).")
     for index in range(len(tokens), vocab_size):
         tokens.append(f"[PAD{index}]")
         scores.append(-1000.0)
-        types.append(_UNUSED)
+        types.append(int(PieceType.UNUSED))
     processor = spm.SentencePieceProcessor(model_proto=model.SerializeToString())
     return {
         "file": model_file,

@@ -97,7 +97,7 @@ def _per_expert(tensors: dict[str, LazyTensor], config: Mapping[str, Any]) -> di
 
 class HFCheckpoint(Checkpoint):
     """A Hugging Face checkpoint directory read for a conversion: its config (through transformers, so defaults
-    apply) and its weights under native names."""
+    apply) and its weights under native names (`hf_tensors`: as the files name them)."""
 
     described_by = "config.json"
 
@@ -113,6 +113,7 @@ class HFCheckpoint(Checkpoint):
         if find_architecture(self.config.get("model_type")) is None:
             raise ValueError(f"Expected a Mistral or Mixtral config, got model_type {self.config.get('model_type')!r}.")
         self._files = TensorFiles(hf_weight_files(self.directory), f"Re-download the file into {self.directory}.")
+        self.hf_tensors = self._files.tensors
         try:
             self.native_tensors = native_tensors_from_hf(self._files.tensors, self.config)
         except NativeCheckpointError:

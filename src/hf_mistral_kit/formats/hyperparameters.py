@@ -82,13 +82,17 @@ class Spelling:
 
     names: Mapping[str, tuple[str, ...]]
     label: Callable[[str, str], str] = lambda name, kind: f"field {name!r}"
+    required: frozenset[str] = frozenset()  # fields checked even when the file gives them as null
 
     def name(self, field: str) -> str:
         return self.names[field][0]
 
 
 TRANSFORMERS = Spelling({field.name: (field.name,) for field in FIELDS})
-NATIVE = Spelling({field.name: field.native for field in FIELDS})
+NATIVE = Spelling(
+    {field.name: field.native for field in FIELDS},
+    required=frozenset(field.name for field in FIELDS if "native" in field.required),
+)
 
 
 def native_value(params: Mapping[str, Any], name: str) -> Any:
@@ -100,11 +104,6 @@ def native_value(params: Mapping[str, Any], name: str) -> Any:
 
 
 # --- checks -------------------------------------------------------------------------------------------------------
-
-
-def integer(value: Any, field: str, source: Any, error: type[Exception], *, minimum: int = 1, maximum: int) -> int:
-    """`value` if it is an int in [minimum, maximum] (bools and floats refused), else `error` naming `field`."""
-    return _integer(value, f"field {field!r}", source, error, minimum, maximum)
 
 
 def _integer(value: Any, label: str, source: Any, error: type[Exception], minimum: int, maximum: int) -> int:
@@ -153,7 +152,7 @@ def check_values(
         if field.experts and experts and not any(value is not None for _, value in entries):
             entries = [(spelling.name(field.name), None)]
         for name, value in entries:
-            if value is None and not (field.experts and experts):
+            if value is None and not (field.experts and experts) and field.name not in spelling.required:
                 continue
             _check_value(field, name, value, source, error, spelling.label(name, field.kind))
             given.setdefault(field.name, value)

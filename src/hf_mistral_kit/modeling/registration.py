@@ -81,7 +81,9 @@ def register() -> None:
     # Looked up by the class name of the base model inside any kit Mixtral, so each experts layout gets its own:
     # upstream's (4.x per-expert checkpoints merged into fused experts) or the per-expert one (`experts`).
     register_checkpoint_conversion_mapping(
-        KitMixtralModel.__name__, get_checkpoint_conversion_mapping("mixtral"), overwrite=True
+        KitMixtralModel.__name__,
+        get_checkpoint_conversion_mapping(KitMixtralConfig.upstream_model_type),
+        overwrite=True,
     )
     register_checkpoint_conversion_mapping(
         KitMixtralPerExpertModel.__name__, per_expert_conversion_mapping(), overwrite=True

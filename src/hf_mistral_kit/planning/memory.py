@@ -58,7 +58,7 @@ class ModelShape:
         """From a `PretrainedConfig`, a config dict (HF `config.json` or Mistral's native `params.json`), a path to
         either file, to a GGUF file or to a checkpoint directory holding one, or a Hub model id.
 
-        The numbers are validated first (`config_checks`): a ValueError names the field that is wrong. With
+        The numbers are validated first (`formats.hyperparameters`): a ValueError names the field that is wrong. With
         `mistral_only`, configs of other model types (llama, ...) are refused too.
         """
         if isinstance(config, ModelShape):

@@ -1,3 +1,7 @@
+"""Memory plans: parameter counts, bitsandbytes storage, KV cache, offloading and verdicts, against hand counts,
+transformers' meta-device instantiation and bitsandbytes' own layouts; also for Mistral-Nemo, Mistral-Small 3 and
+Mistral-Large 2411 (configs and params.json)."""
+
 import json
 
 import bitsandbytes as bnb
@@ -8,7 +12,15 @@ from transformers import MistralConfig, MistralForCausalLM, MixtralConfig, Mixtr
 
 from hf_mistral_kit import Hardware, MemoryPlan, plan_memory
 from hf_mistral_kit.planning.memory import ModelShape, linear_bytes
-from reference_configs import MISTRAL_7B, MIXTRAL_8X7B, MIXTRAL_8X7B_PARAMS
+from reference_configs import (
+    MISTRAL_7B,
+    MISTRAL_LARGE_2411,
+    MISTRAL_NEMO,
+    MISTRAL_NEMO_PARAMS,
+    MISTRAL_SMALL_24B,
+    MIXTRAL_8X7B,
+    MIXTRAL_8X7B_PARAMS,
+)
 
 GiB = 2**30
 
@@ -172,3 +184,44 @@ def test_table_rendering():
     assert any(line.split()[:3] == ["weights", "14.48", "13.49"] for line in lines)
     assert any(line.split()[:4] == ["KV", "cache", "0.54", "0.50"] for line in lines)
     assert lines[-1].split()[:3] == ["fits", "yes", "on"]
+
+
+def _per_layer(hidden, intermediate, heads, kv_heads, head_dim):
+    attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
+    return attention + 3 * hidden * intermediate + 2 * hidden
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (MISTRAL_NEMO, 40 * _per_layer(5120, 14336, 32, 8, 128) + 2 * 131072 * 5120 + 5120),
+        (MISTRAL_SMALL_24B, 40 * _per_layer(5120, 32768, 32, 8, 128) + 2 * 131072 * 5120 + 5120),
+        (MISTRAL_LARGE_2411, 88 * _per_layer(12288, 28672, 96, 8, 128) + 2 * 32768 * 12288 + 12288),
+    ],
+    ids=["nemo", "small-24b", "large-2411"],
+)
+def test_parameter_counts_follow_head_dim_and_match_transformers(config, expected):
+    assert plan_memory(config, "bf16", context_length=4096).parameters == expected
+    with torch.device("meta"):
+        model = MistralForCausalLM(MistralConfig(**{k: v for k, v in config.items() if not k.startswith("_")}))
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_published_sizes_and_kv_cache():
+    assert plan_memory(MISTRAL_NEMO, "bf16", context_length=4096).parameters == 12_247_782_400  # "12.2B"
+    assert plan_memory(MISTRAL_SMALL_24B, "bf16", context_length=4096).parameters == 23_572_403_200  # "23.6B"
+    # 40 layers x 8 kv heads x head_dim 128 (not 5120 / 32 = 160) x K and V x 2 bytes: 160 KiB per token.
+    assert ModelShape.from_config(MISTRAL_NEMO).kv_bytes_per_token(2) == 40 * 8 * 128 * 2 * 2 == 160 * 1024
+    # No sliding window: the cache grows with the context.
+    assert plan_memory(MISTRAL_NEMO, "bf16", context_length=65536).kv_cache_bytes == 65536 * 160 * 1024
+
+
+def test_nemo_params_json_plans_like_its_config_json(tmp_path):
+    (tmp_path / "params.json").write_text(json.dumps(MISTRAL_NEMO_PARAMS))
+    native = plan_memory(tmp_path, "4bit", context_length=8192)
+    hf = plan_memory(MISTRAL_NEMO, "4bit", context_length=8192)
+    assert (native.parameters, native.weights_bytes, native.kv_cache_bytes) == (
+        hf.parameters,
+        hf.weights_bytes,
+        hf.kv_cache_bytes,
+    )

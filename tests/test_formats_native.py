@@ -1,4 +1,5 @@
-"""Mistral native checkpoints: rotary layout, round trips, shards and .pth, and every way they can be broken."""
+"""Mistral native checkpoints: rotary layout, round trips, shards and .pth, every way they can be broken, and the
+Magistral-style fields (head_dim other than dim / heads, a large rope_theta, max_seq_len, tekken.json)."""
 
 import json
 import os
@@ -303,3 +304,29 @@ def test_first_mixtral_release_with_stacked_experts_loads(tmp_path):
     torch.save(tensors, torrent / "consolidated.00.pth")
     with pytest.raises(NativeCheckpointError, match=r"stacked expert weight 'layers\.1\.block_sparse_moe\.w3'"):
         load(torrent)
+
+
+def test_a_native_tekken_checkpoint_with_magistral_style_fields_loads_like_its_conversion(tmp_path):
+    """params.json with head_dim 32 (dim 64 / 4 heads = 16), rope_theta 1e9 and max_seq_len 40960 (Magistral-Small
+    writes these), and tekken.json: the kit loads it natively as transformers loads the converted checkpoint."""
+    native = kit.tiny_model(
+        "mistral",
+        tmp_path / "native",
+        native=True,
+        tokenizer="tekken",
+        rope_theta=1e9,
+        max_position_embeddings=40960,
+        sliding_window=None,
+    )
+    params = json.loads((native / "params.json").read_text())
+    assert (params["head_dim"], params["dim"] // params["n_heads"]) == (32, 16)
+    assert (params["rope_theta"], params["max_seq_len"], params["vocab_size"]) == (1e9, 40960, 131072)
+    model = kit.AutoModelForCausalLM.from_pretrained(native, dtype=torch.float32)
+    assert model.config.head_dim == 32 and model.config.max_position_embeddings == 40960
+    assert model.config.rope_parameters["rope_theta"] == 1e9
+    converted = kit.convert_checkpoint(native, tmp_path / "hf", to="hf")
+    reference = MistralForCausalLM.from_pretrained(converted, dtype=torch.float32)
+    tokenizer = kit.AutoTokenizer.from_pretrained(native)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Bonjour  à tous"}], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(model(**ids).logits, reference(**ids).logits, rtol=0, atol=0)

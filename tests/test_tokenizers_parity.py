@@ -1,7 +1,9 @@
-"""Token-for-token parity with mistral-common for tokenizer v7 (SentencePiece) and tekken (v3, v7, v11, v13): every
+"""Token-for-token parity of the kit's tokenizers + templates with mistral-common over generated conversations, for
+every version of the table (`hf_mistral_kit.versions.FORMATS`): the same ids when mistral-common accepts a
+conversation, the kit's ConversationError when it rejects one, the assistant masks over exactly mistral-common's
+assistant tokens. SentencePiece v1, v2 and v3 run on the shipped files; v7 and tekken (v3, v7, v11, v13) on every
 file mistral-common ships and the tekken versions derived from them (tests/tekken_files.py says how and why that is
-faithful). Valid conversations get mistral-common's ids; anything else is rejected exactly when mistral-common
-rejects it; the assistant masks cover exactly mistral-common's assistant tokens."""
+faithful)."""
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,15 +18,89 @@ from chats import (
     reference_assistant_tokens,
     reference_ids,
 )
-from tekken_files import TEMPLATES
+from hf_mistral_kit.versions import FORMATS
+from tekken_files import TEMPLATES, row_of
+
+PARITY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ADVERSARIAL = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _check(kit, reference, messages, tools, continue_final_message):
+    expected = reference_ids(reference, messages, tools, continue_final_message)
+    assert expected is not None, "the generator makes conversations mistral-common accepts"
+    ids = kit.apply_chat_template(messages, tools=tools, continue_final_message=continue_final_message)["input_ids"]
+    assert ids == expected, kit.apply_chat_template(
+        messages, tools=tools, tokenize=False, continue_final_message=continue_final_message
+    )
+
+
+@PARITY
+@given(conversations())
+def test_v1_matches_mistral_common(kit_tokenizers, reference_tokenizers, chat):
+    messages, _, prefix = chat
+    _check(kit_tokenizers["v1"], reference_tokenizers["v1"], messages, None, prefix)
+
+
+@PARITY
+@given(conversations(tools=True))
+def test_v3_matches_mistral_common(kit_tokenizers, reference_tokenizers, chat):
+    messages, tools, prefix = chat
+    _check(kit_tokenizers["v3"], reference_tokenizers["v3"], messages, tools, prefix)
+
+
+@PARITY
+@given(conversations())
+def test_v2_without_tools_matches_mistral_common(kit_tokenizers, reference_tokenizers, chat):
+    messages, _, prefix = chat
+    _check(kit_tokenizers["v2"], reference_tokenizers["v2"], messages, None, prefix)
+
+
+@ADVERSARIAL
+@given(any_conversations(tools=True))
+def test_v1_accepts_and_rejects_what_mistral_common_does(kit_tokenizers, reference_tokenizers, chat):
+    assert_agrees(kit_tokenizers["v1"], reference_tokenizers["v1"], chat, refuses_tools=True)
+
+
+@ADVERSARIAL
+@given(any_conversations(tools=True))
+def test_v3_accepts_and_rejects_what_mistral_common_does(kit_tokenizers, reference_tokenizers, chat):
+    assert_agrees(kit_tokenizers["v3"], reference_tokenizers["v3"], chat)
+
+
+@ADVERSARIAL
+@given(any_conversations())
+def test_v2_accepts_and_rejects_what_mistral_common_does(kit_tokenizers, reference_tokenizers, chat):
+    assert_agrees(kit_tokenizers["v2"], reference_tokenizers["v2"], chat)
+
+
+@ADVERSARIAL
+@given(in_input_forms(any_conversations(tools=True)))
+def test_every_input_form_is_read_as_its_dicts(kit_tokenizers, reference_tokenizers, chats):
+    """Objects, tuples, Conversation objects and functions as tools: the ids (or the rejection) of their dict form."""
+    plain, forms = chats
+    for version in ("v1", "v3"):
+        assert_agrees(
+            kit_tokenizers[version], reference_tokenizers[version], plain, forms, refuses_tools=version == "v1"
+        )
+
+
+# --- v7 and tekken ----------------------------------------------------------------------------------------------
 
 FILES = list(TEMPLATES)  # v7, v7m1, tekken-v3, tekken-v3-image, tekken-v7, tekken-v11, tekken-v13
-PARITY = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
-ADVERSARIAL = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+ONE_PER_VERSION = [name for name in FILES if not name.endswith(("m1", "-image"))]  # v7, tekken-v3, ... tekken-v13
+LATER_PARITY = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+LATER_ADVERSARIAL = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def test_every_version_of_the_table_is_compared():
+    """The SentencePiece files above and `FILES` cover every row of the version table."""
+    covered = {("sentencepiece", version) for version in ("v1", "v2", "v3")}
+    covered |= {(row_of(name).kind.value, row_of(name).version.value) for name in FILES}
+    assert covered == {(row.kind.value, row.version.value) for row in FORMATS}
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_each_file_gets_its_version_and_template(name, tokenizer_pair):
+def test_each_v7_and_tekken_file_gets_its_version_and_template(name, tokenizer_pair):
     tokenizer, reference = tokenizer_pair(name)
     assert tokenizer.mistral_version == reference.instruct_tokenizer.tokenizer.version.value
     assert tokenizer.chat_template == kit.get_chat_template(TEMPLATES[name])
@@ -33,9 +109,9 @@ def test_each_file_gets_its_version_and_template(name, tokenizer_pair):
 
 
 @pytest.mark.parametrize("name", FILES)
-@PARITY
+@LATER_PARITY
 @given(data=st.data())
-def test_valid_conversations_get_mistral_commons_ids(name, tokenizer_pair, data):
+def test_v7_and_tekken_valid_conversations_get_mistral_commons_ids(name, tokenizer_pair, data):
     """System prompts, tools, tool calls and results (with text, out of order, free-form ids where the version
     takes them), thinking (v13), multi-turn, unicode and whitespace."""
     tokenizer, reference = tokenizer_pair(name)
@@ -49,9 +125,9 @@ def test_valid_conversations_get_mistral_commons_ids(name, tokenizer_pair, data)
 
 
 @pytest.mark.parametrize("name", [*FILES, "tekken-v13-nothink"])
-@ADVERSARIAL
+@LATER_ADVERSARIAL
 @given(data=st.data())
-def test_accepts_and_rejects_what_mistral_common_does(name, tokenizer_pair, data):
+def test_v7_and_tekken_accept_and_reject_what_mistral_common_does(name, tokenizer_pair, data):
     tokenizer, reference = tokenizer_pair(name)
     assert_agrees(tokenizer, reference, data.draw(any_conversations(tools=True, later=True)))
 
@@ -59,16 +135,16 @@ def test_accepts_and_rejects_what_mistral_common_does(name, tokenizer_pair, data
 @pytest.mark.parametrize("name", ["v7", "tekken-v7", "tekken-v13"])
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_every_input_form_is_read_as_its_dicts(name, tokenizer_pair, data):
+def test_v7_and_tekken_read_every_input_form_as_its_dicts(name, tokenizer_pair, data):
     tokenizer, reference = tokenizer_pair(name)
     plain, forms = data.draw(in_input_forms(any_conversations(tools=True, later=True)))
     assert_agrees(tokenizer, reference, plain, forms)
 
 
-@pytest.mark.parametrize("name", ["v7", "tekken-v3", "tekken-v7", "tekken-v11", "tekken-v13"])
+@pytest.mark.parametrize("name", ONE_PER_VERSION)
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_masks_cover_exactly_thereference_assistant_tokens(name, tokenizer_pair, data):
+def test_v7_and_tekken_masks_cover_exactly_the_reference_assistant_tokens(name, tokenizer_pair, data):
     tokenizer, reference = tokenizer_pair(name)
     messages, tools, prefix = data.draw(conversations(tools=True, version=name))
     out = tokenizer.apply_chat_template(
