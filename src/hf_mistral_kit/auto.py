@@ -34,6 +34,7 @@ from .modeling.registration import FAMILY, kit_config_class, to_kit_config
 from .tokenizers.base import VERSION_KEY
 from .tokenizers.loading import TOKENIZER_FILE_PATTERN, load_tokenizer
 from .tokenizers.sentencepiece import VERSIONED_FILE, MistralSentencePieceTokenizer
+from .versions import TEKKEN_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def _is_mistral_tokenizer(path: str | os.PathLike, subfolder: str = "") -> bool:
     if not path.is_dir():
         return False
     names = [file.name for file in path.iterdir() if TOKENIZER_FILE_PATTERN.match(file.name)]
-    if any(VERSIONED_FILE.match(name) for name in names) or "tekken.json" in names:
+    if any(VERSIONED_FILE.match(name) for name in names) or TEKKEN_FILE in names:
         return True
     if ((path / "tokenizer.model").is_file() or (path / "tokenizer.json").is_file()) and _is_mistral_family(path):
         return True

@@ -86,6 +86,12 @@ class MistralFormat:
         return self.kind is TokenizerKind.sentencepiece and self.version is TokenizerVersion.v1
 
     @property
+    def default_special_tokens(self) -> bool:
+        """tekken: a file of this version may leave out its special tokens, which are then mistral-common's defaults
+        (`Tekkenizer.DEPRECATED_SPECIAL_TOKENS`); later files must list theirs (mistral-common refuses them too)."""
+        return self.kind is TokenizerKind.tekken and self.version <= TokenizerVersion.v7
+
+    @property
     def key(self) -> str:
         """What `reference_tokenizer_file` and `tiny_model(tokenizer=...)` call this row: the version for a
         SentencePiece file, "tekken" for Mistral-Nemo's tekken.json."""
@@ -196,6 +202,9 @@ FORMATS: tuple[MistralFormat, ...] = (
         adds="[ARGS], [THINK]",
     ),
 )
+# The control tokens that open and close thinking (tokenizer v13); a v13 tekken file may come without them, and then
+# thinking is not rendered (as mistral-common does).
+THINK_TOKENS = ("[THINK]", "[/THINK]")
 
 # ChatML: Mistral-7B-OpenOrca's format, a template of the kit without a Mistral tokenizer version.
 CHATML = "chatml"

@@ -312,8 +312,6 @@ class Reader:
                 where, f"parameters is not a valid JSON schema (draft 7): {error}", "Fix the schema."
             ) from None
 
-    # -- the conversation (MistralRequestValidator.validate_messages) --
-
 
 def thinks(content: Any) -> bool:
     """Whether template content holds a thinking part."""

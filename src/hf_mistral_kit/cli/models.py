@@ -94,7 +94,9 @@ def _in_hub_cache(repo_id: str) -> bool:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - transformers depends on it
         return False
-    for filename in ("config.json", "params.json"):
+    from ..formats.native import DESCRIPTION_FILES
+
+    for filename in DESCRIPTION_FILES:
         try:
             if isinstance(try_to_load_from_cache(repo_id, filename), str):
                 return True
@@ -132,7 +134,9 @@ def model_config(source: str) -> Any:
     path = Path(source)
     if path.exists():
         if path.is_dir():
-            names = [path / name for name in ("config.json", "params.json") if (path / name).exists()]
+            from ..formats.native import DESCRIPTION_FILES
+
+            names = [path / name for name in DESCRIPTION_FILES if (path / name).exists()]
             if not names:
                 raise CLIError(f"{source} has no config.json or params.json: not a checkpoint.", ExitCode.MISSING)
             if not any(name.is_file() for name in names):
@@ -180,9 +184,10 @@ def check_weights(source: str) -> None:
     checkpoints are checked by their loader). Reads the headers only."""
     from ..formats.errors import NativeCheckpointError
     from ..formats.files import safetensors_size
+    from ..formats.native import CONFIG_FILE
 
     directory = Path(source)
-    if not directory.is_dir() or not (directory / "config.json").is_file():
+    if not directory.is_dir() or not (directory / CONFIG_FILE).is_file():
         return
     index = directory / "model.safetensors.index.json"
     if index.is_file():

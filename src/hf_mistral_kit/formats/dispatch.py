@@ -16,7 +16,7 @@ from typing import Any, Literal
 from .checkpoint import Checkpoint
 from .gguf import GGUFCheckpoint, config_dict_from_gguf_file, gguf_checkpoint_file
 from .huggingface import HFCheckpoint
-from .native import PARAMS_FILE, NativeCheckpoint, config_dict_from_params, native_checkpoint_dir
+from .native import CONFIG_FILE, PARAMS_FILE, NativeCheckpoint, config_dict_from_params, native_checkpoint_dir
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class CheckpointSource:
         return (
             self.path
             if self.layout == "gguf"
-            else self.path / (PARAMS_FILE if self.layout == "native" else "config.json")
+            else self.path / (PARAMS_FILE if self.layout == "native" else CONFIG_FILE)
         )
 
     def config_dict(self) -> dict[str, Any]:
@@ -66,4 +66,4 @@ def local_checkpoint(directory: str | os.PathLike) -> CheckpointSource | None:
     directory = Path(directory)
     if native_checkpoint_dir(directory) is not None:
         return CheckpointSource("native", directory)
-    return CheckpointSource("hf", directory) if (directory / "config.json").is_file() else None
+    return CheckpointSource("hf", directory) if (directory / CONFIG_FILE).is_file() else None

@@ -267,7 +267,7 @@ def _metadata_values(fields: Mapping[str, Any], tensors: Mapping[str, Any], sour
     heads = values["num_attention_heads"]
     values.setdefault("num_key_value_heads", heads)
     if isinstance(heads, int) and heads > 0:  # else the checks say what is wrong with it
-        values.setdefault("head_dim", values["hidden_size"] // heads)
+        values["head_dim"] = head_dim(values)
     values.setdefault("rope_theta", DEFAULT_ROPE_THETA)
     vocab, embedding = fields.get("tokenizer.ggml.tokens"), tensors.get("token_embd.weight")
     values.setdefault("vocab_size", len(vocab) if vocab else (int(embedding.shape[-1]) if embedding else 0))

@@ -279,14 +279,6 @@ def gguf_vocabulary(src: Path, vocab_size: int) -> dict[str, Any]:
     }
 
 
-# llama.cpp's SentencePiece tokenizer puts a space before every piece of text that follows a special token when
-# `add_space_prefix` is true (and before none when false). Tokenizer v1 (Mistral 7B v0.1/v0.2, Mixtral 8x7B) encodes
-# every such piece with SentencePiece's dummy prefix, so llama.cpp's ids for a kit-rendered chat equal mistral-common's
-# with `true`; v2/v3 templates write the space after [INST]/[/INST] themselves and SentencePiece adds a dummy prefix
-# only at the very start of the input, so llama.cpp's chat ids match with `false` (plain text given to llama.cpp's
-# tokenizer then gets no leading space).
-
-
 def vocabulary_version(vocabulary: Mapping[str, Any]) -> str:
     """Which of Mistral's SentencePiece tokenizers a `gguf_vocabulary` is."""
     return _matching_version(vocabulary["tokens"], vocabulary["scores"], vocabulary["types"], vocabulary["file"])[0]

@@ -21,7 +21,7 @@ from .checkpoint import Checkpoint, listed
 from .errors import NativeCheckpointError
 from .files import TensorFiles
 from .hyperparameters import as_config_dict
-from .native import SAFETENSORS_SHARD
+from .native import CONFIG_FILE, SAFETENSORS_SHARD
 from .tensors import LazyTensor, RotaryToNative, as_lazy
 
 HF_SAFETENSORS = "model.safetensors"
@@ -41,21 +41,18 @@ def hf_weight_files(directory: Path) -> list[Path]:
     return files
 
 
-def native_tensors_from_hf(
+def checked_hf_tensors(
     hf_tensors: Mapping[str, torch.Tensor | LazyTensor], config: Mapping[str, Any]
 ) -> dict[str, LazyTensor]:
-    """Transformers-named tensors of a causal LM described by `config` (a config dict) under native names (experts
-    per expert), `wq`/`wk` in Mistral's interleaved rotary layout, after checking every key and shape (lazily read)."""
+    """Transformers-named tensors of a causal LM described by `config` (a config dict) under 4.x names (experts per
+    expert), every key and shape checked against the config (lazily read)."""
     expected = names.expected_hf_shapes(config)
     tensors = {key: as_lazy(value) for key, value in hf_tensors.items() if not key.endswith("rotary_emb.inv_freq")}
     if config.get("tie_word_embeddings"):
         tensors.pop("lm_head.weight", None)
     per_expert = _per_expert(tensors, config)
-
-    native = {}
     for key, tensor in per_expert.items():
-        found = names.find(key, "hf")
-        if found is None or key not in expected:
+        if key not in expected:
             raise NativeCheckpointError(
                 f"Cannot export weight {key!r}: it has no place in a native {config['model_type']} causal LM "
                 f"({config['num_hidden_layers']} layers). Only {config['model_type']} causal-LM checkpoints convert."
@@ -65,11 +62,26 @@ def native_tensors_from_hf(
                 f"Cannot export weight {key!r}: shape {list(tensor.shape)}, but the config implies "
                 f"{list(expected[key])}."
             )
-        heads = config[found.row.rotary] if found.row.rotary else None
-        native[found.name("native")] = tensor if heads is None else tensor.with_transform(RotaryToNative(heads))
     missing = [key for key in expected if key not in per_expert]
     if missing:
         raise NativeCheckpointError(f"Cannot export: the checkpoint lacks {listed(missing)}.")
+    return per_expert
+
+
+def native_tensors_from_hf(
+    hf_tensors: Mapping[str, torch.Tensor | LazyTensor], config: Mapping[str, Any]
+) -> dict[str, LazyTensor]:
+    """Transformers-named tensors (`checked_hf_tensors`) under native names, `wq`/`wk` in Mistral's interleaved
+    rotary layout (lazily)."""
+    return _to_native(checked_hf_tensors(hf_tensors, config), config)
+
+
+def _to_native(checked: Mapping[str, LazyTensor], config: Mapping[str, Any]) -> dict[str, LazyTensor]:
+    native = {}
+    for key, tensor in checked.items():
+        found = names.find(key, "hf")
+        heads = config[found.row.rotary] if found.row.rotary else None
+        native[found.name("native")] = tensor if heads is None else tensor.with_transform(RotaryToNative(heads))
     return native
 
 
@@ -97,9 +109,9 @@ def _per_expert(tensors: dict[str, LazyTensor], config: Mapping[str, Any]) -> di
 
 class HFCheckpoint(Checkpoint):
     """A Hugging Face checkpoint directory read for a conversion: its config (through transformers, so defaults
-    apply) and its weights under native names (`hf_tensors`: as the files name them)."""
+    apply) and its weights under native names (and under transformers' 4.x names, checked, as `hf_tensors`)."""
 
-    described_by = "config.json"
+    described_by = CONFIG_FILE
 
     def __init__(self, directory: Path):
         from transformers import AutoConfig
@@ -107,16 +119,16 @@ class HFCheckpoint(Checkpoint):
         from ..architectures import find_architecture
 
         self.directory = self.source = Path(directory)
-        if not (self.directory / "config.json").is_file():
+        if not (self.directory / CONFIG_FILE).is_file():
             raise NativeCheckpointError(f"{self.directory} is not a Hugging Face checkpoint (no config.json).")
         self.config = as_config_dict(AutoConfig.from_pretrained(self.directory))
         if find_architecture(self.config.get("model_type")) is None:
             raise ValueError(f"Expected a Mistral or Mixtral config, got model_type {self.config.get('model_type')!r}.")
         self._files = TensorFiles(hf_weight_files(self.directory), f"Re-download the file into {self.directory}.")
-        self.hf_tensors = self._files.tensors
         try:
-            self.native_tensors = native_tensors_from_hf(self._files.tensors, self.config)
-        except NativeCheckpointError:
+            self.hf_tensors = checked_hf_tensors(self._files.tensors, self.config)
+            self.native_tensors = _to_native(self.hf_tensors, self.config)
+        except BaseException:
             self.close()
             raise
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..architectures import MODEL_TYPES, architecture_with_experts, find_architecture
+from ..architectures import architecture_with_experts, find_architecture
 
 # Upper bounds, far above any released model (Mistral Large 2: 88 layers, dim 12288, vocabulary 32768; Mixtral 8x22B:
 # 56 layers, 8 experts), so that a typo cannot make a planner or loader size billions of tensors.
@@ -41,7 +41,8 @@ SIZE, FRACTION, POSITIVE, WINDOW, FLAG = "size", "fraction", "positive", "window
 @dataclass(frozen=True)
 class Field:
     name: str  # transformers' config key
-    native: tuple[str, ...]  # params.json key(s), read in this order; `moe.x` is `x` inside the `moe` object
+    native: tuple[str, ...]  # params.json key(s), written in this order, the last one set wins when read; `moe.x`
+    # is `x` inside the `moe` object
     kind: str  # SIZE (an integer 1..maximum), FRACTION (a number in (0, 1)), POSITIVE, WINDOW (a size or None), FLAG
     maximum: int = 0
     required: tuple[str, ...] = ()  # the spellings ("native", "transformers") in which the field must be present
@@ -60,14 +61,13 @@ FIELDS: tuple[Field, ...] = (
     Field("vocab_size", ("vocab_size",), SIZE, MAX_VOCAB, BOTH),
     Field("rope_theta", ("rope_theta",), POSITIVE),
     # mistral-inference reads `max_seq_len`; Mistral's newer releases, vLLM (which otherwise assumes 128k) and
-    # llama.cpp's converter read `max_position_embeddings`: both are written.
-    Field("max_position_embeddings", ("max_position_embeddings", "max_seq_len"), SIZE, MAX_POSITIONS),
+    # llama.cpp's converter read `max_position_embeddings`: both are written, and the newer one wins when read.
+    Field("max_position_embeddings", ("max_seq_len", "max_position_embeddings"), SIZE, MAX_POSITIONS),
     Field("sliding_window", ("sliding_window",), WINDOW, MAX_POSITIONS),
     Field("tie_word_embeddings", ("tied_embeddings",), FLAG),
     Field("num_local_experts", ("moe.num_experts",), SIZE, MAX_EXPERTS, experts=True),
     Field("num_experts_per_tok", ("moe.num_experts_per_tok",), SIZE, MAX_EXPERTS, experts=True),
 )
-FIELD = {field.name: field for field in FIELDS}
 # params.json fields mistral-inference requires.
 REQUIRED_PARAMS = tuple(field.native[0] for field in FIELDS if "native" in field.required)
 
@@ -152,7 +152,8 @@ def check_values(
         if field.experts and experts and not any(value is not None for _, value in entries):
             entries = [(spelling.name(field.name), None)]
         for name, value in entries:
-            if value is None and not (field.experts and experts) and field.name not in spelling.required:
+            checked = (field.experts and experts) or field.name in spelling.required or field.kind == FLAG
+            if value is None and not checked:
                 continue
             _check_value(field, name, value, source, error, spelling.label(name, field.kind))
             given.setdefault(field.name, value)
@@ -208,7 +209,7 @@ def check_params(params: Any, source: Any, error: type[Exception]) -> None:
         (field.name, name, native_value(params, name))
         for field in FIELDS
         for name in field.native
-        if not (field.kind == FLAG and native_value(params, name) is None)
+        if not (field.kind == FLAG and name not in params)  # a flag given as null is checked (and refused)
     ]
     check_values(values, source, error, NATIVE, experts=moe is not None)
 
@@ -245,7 +246,7 @@ def config_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     architecture = architecture_with_experts(params.get("moe") is not None)
     config: dict[str, Any] = {"model_type": architecture.model_type, "architectures": [architecture.causal_lm]}
     for field in FIELDS:
-        value = next((native_value(params, n) for n in field.native if native_value(params, n)), None)
+        value = next((native_value(params, n) for n in reversed(field.native) if native_value(params, n)), None)
         if field.experts and not architecture.experts:
             continue
         config[field.name] = value
@@ -287,8 +288,3 @@ def as_config_dict(config: Any) -> dict[str, Any]:
 def head_dim(config: Mapping[str, Any]) -> int:
     """The attention head size of a config dict: `head_dim`, else hidden size / heads (transformers' default)."""
     return config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-
-
-def is_family(config: Mapping[str, Any]) -> bool:
-    """Whether a config dict is of a model type of the family (or has none)."""
-    return config.get("model_type") is None or config.get("model_type") in MODEL_TYPES

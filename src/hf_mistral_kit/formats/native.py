@@ -36,6 +36,10 @@ from .hyperparameters import check_params, config_from_params, params_from_confi
 from .tensors import LazyTensor, transposed
 
 PARAMS_FILE = "params.json"
+CONFIG_FILE = "config.json"  # transformers' description of a Hugging Face checkpoint
+# What describes a checkpoint directory, in the order read: one holding both is a Hugging Face checkpoint (Mistral
+# ships some repositories in both layouts), as transformers reads it.
+DESCRIPTION_FILES = (CONFIG_FILE, PARAMS_FILE)
 NATIVE_SAFETENSORS = "consolidated.safetensors"
 SAFETENSORS_SHARD = re.compile(r"^consolidated(\.\d+|-\d+-of-\d+)?\.safetensors$")
 _PTH_SHARD = re.compile(r"^consolidated(\.\d+)?\.pth?$")
@@ -53,7 +57,7 @@ def native_checkpoint_dir(path: str | os.PathLike, subfolder: str = "") -> Path 
     Repositories shipping both layouts (e.g. Mistral-7B-Instruct-v0.3) load the Hugging Face one, as transformers does.
     """
     directory = Path(path) / subfolder if subfolder else Path(path)
-    if (directory / PARAMS_FILE).is_file() and not (directory / "config.json").is_file():
+    if (directory / PARAMS_FILE).is_file() and not (directory / CONFIG_FILE).is_file():
         return directory
     return None
 
@@ -166,7 +170,7 @@ class NativeCheckpoint(Checkpoint):
             _check_size(self.config, files, self.described_by)
             self.native_tensors = unstack_experts(self._files.tensors, self.config, self.directory)
             self.check_tensors()
-        except NativeCheckpointError:
+        except BaseException:
             self.close()
             raise
 

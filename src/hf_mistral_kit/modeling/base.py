@@ -68,7 +68,8 @@ class KitModelMixin:
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
-        _KIT_CLASSES[cls.__name__] = cls
+        if cls.__module__.startswith("hf_mistral_kit."):  # a user's own subclass keeps its name in config.json
+            _KIT_CLASSES[cls.__name__] = cls
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, *model_args, **kwargs):

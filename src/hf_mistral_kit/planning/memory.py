@@ -19,7 +19,7 @@ from typing import Any
 
 from ..architectures import MODEL_TYPES
 from ..formats import names
-from ..formats.hyperparameters import check_config
+from ..formats.hyperparameters import check_config, head_dim
 from .hardware import GiB, Hardware
 
 __all__ = ["MemoryPlan", "ModelShape"]
@@ -92,7 +92,7 @@ class ModelShape:
             num_layers=config["num_hidden_layers"],
             num_heads=heads,
             num_kv_heads=config.get("num_key_value_heads") or heads,
-            head_dim=config.get("head_dim") or hidden // heads,
+            head_dim=head_dim(config),
             num_experts=config.get("num_local_experts") or 0,
             experts_per_token=config.get("num_experts_per_tok") or 0,
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
@@ -341,7 +341,9 @@ def _read_config_file(path: str) -> dict:
         config = AutoConfig.from_pretrained(path)
         return {**config.to_dict(), "head_dim": getattr(config, "head_dim", None), "_name_or_path": name}
     if os.path.isdir(path):
-        for filename in ("config.json", "params.json"):
+        from ..formats.native import DESCRIPTION_FILES
+
+        for filename in DESCRIPTION_FILES:
             candidate = os.path.join(path, filename)
             if os.path.isfile(candidate):
                 path = candidate

@@ -24,7 +24,7 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 from ..chat.prepare import prepare_chat
 from ..chat.templates import template_name
-from ..versions import CHATML, TokenizerKind, find_format, template_kind
+from ..versions import CHATML, THINK_TOKENS, TokenizerKind, find_format, template_kind
 from .escaping import CHUNK_BREAK, ControlTokenEscaper
 
 # The key of tokenizer_config.json that says the kit saved the folder (and which Mistral tokenizer version it is).
@@ -91,7 +91,7 @@ class MistralTokenizerBase(TokenizersBackend):
     @cached_property
     def _has_thinking_tokens(self) -> bool:
         """Whether the vocabulary has v13's [THINK] and [/THINK] (a tekken v13 file may come without them)."""
-        return {"[THINK]", "[/THINK]"} <= {t.content for t in self._tokenizer.get_added_tokens_decoder().values()}
+        return set(THINK_TOKENS) <= {t.content for t in self._tokenizer.get_added_tokens_decoder().values()}
 
     def _convert_encoding(
         self,

@@ -19,8 +19,16 @@ from tokenizers import AddedToken
 
 from ..chat.templates import get_chat_template, list_templates
 from ..hub import without_hub_kwargs
-from ..versions import CHATML, CHATML_TOKENS, REFERENCE_FORMATS, TEKKEN_FILE, TokenizerKind, find_format, versions
-from ..versions import sentencepiece_version as vocabulary_version
+from ..versions import (
+    CHATML,
+    CHATML_TOKENS,
+    REFERENCE_FORMATS,
+    TEKKEN_FILE,
+    TokenizerKind,
+    find_format,
+    sentencepiece_version,
+    versions,
+)
 from .base import VERSION_KEY, MistralTokenizerBase
 from .sentencepiece import VERSIONED_FILE, MistralSentencePieceTokenizer, file_version, read_sentencepiece
 from .tekken import MistralTekkenTokenizer, is_tekken_file
@@ -216,7 +224,7 @@ def _from_tokenizer_json(directory: Path, config: dict[str, Any], kwargs: dict[s
         return tokenizer
     tokenizer = MistralSentencePieceTokenizer.from_pretrained(str(directory), **_tokenizer_kwargs(kwargs))
     if version is None:
-        version = vocabulary_version(tokenizer.get_vocab()).value
+        version = sentencepiece_version(tokenizer.get_vocab()).value
         legacy = find_format(version, TokenizerKind.sentencepiece).prefix_every_segment
         tokenizer.mistral_version, tokenizer.legacy = version, legacy
         tokenizer.init_kwargs.update(mistral_version=version, legacy=legacy)

@@ -49,9 +49,10 @@ VERSIONED_FILE = re.compile(r"^(?:tokenizer|.*)\.model\.(v\d+)\w*$")
 
 
 def prefix_every_segment(version: str | None) -> bool:
-    """Whether a tokenizer of `version` gives every text segment its dummy prefix (`legacy`; unknown versions do)."""
+    """Whether a tokenizer of `version` gives every text segment its dummy prefix (`legacy`): the version's row says;
+    without a version, as tokenizer v1 (the first Mistral tokenizers have no version in their name)."""
     row = find_format(version, TokenizerKind.sentencepiece)
-    return row.prefix_every_segment if row is not None else True
+    return row.prefix_every_segment if row is not None else version is None
 
 
 def read_sentencepiece(model_file: str | os.PathLike) -> Any:

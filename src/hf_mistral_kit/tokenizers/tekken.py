@@ -19,7 +19,7 @@ from typing import Any
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 
-from ..versions import TEKKEN_FILE, TokenizerKind, TokenizerVersion, find_format, versions
+from ..versions import TEKKEN_FILE, TokenizerKind, find_format, versions
 from .base import MistralTokenizerBase
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def read_tekken(path: str | os.PathLike) -> dict[str, Any]:
         )
     specials = data.get("special_tokens")
     if specials is None:
-        if row.version > TokenizerVersion.v7:
+        if not row.default_special_tokens:
             raise ValueError(
                 f"{path} is a tekken {version} file without its special_tokens list (mistral-common refuses it too); "
                 "use the model's complete tekken.json."
