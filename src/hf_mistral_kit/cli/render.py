@@ -13,7 +13,7 @@ from typing import Any
 from jinja2.exceptions import TemplateError
 
 from ..chat.templates import get_chat_template, render
-from ..versions import CHATML, REFERENCE_FORMATS, template_version
+from ..versions import CHATML, template_format
 from .common import CLIError, ExitCode, existing_path, read_conversations
 
 DEFAULT_TEMPLATE = "mistral_v1"
@@ -27,9 +27,8 @@ def template_tokenizer(template: str) -> str | None:
     v13 templates have none)."""
     if template == CHATML:
         return CHATML_TOKENIZER
-    version = template_version(template)
-    rows = [row for row in REFERENCE_FORMATS.values() if row.template == template and row.version == version]
-    return rows[0].key if rows else None
+    row = template_format(template)
+    return row.key if row is not None and row.reference_file else None
 
 
 # Mistral-7B-OpenOrca's ids for the ChatML tokens it added on top of the v1 vocabulary.

@@ -13,6 +13,7 @@ are rows here.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -218,15 +219,13 @@ def weight_count(config: Mapping[str, Any]) -> int:
 
 
 def parameter_count(config: Mapping[str, Any]) -> int:
-    """Parameters of the causal LM a config dict describes, in closed form (no table, whatever the config says)."""
+    """Parameters of the causal LM a config dict describes, in closed form (without listing its tensors, whatever
+    the config says)."""
     return sum(_size(row, config) * copies(row, config) for row in rows(config))
 
 
 def _size(row: Tensor, config: Mapping[str, Any]) -> int:
-    size = 1
-    for dimension in shape(row, config):
-        size *= dimension
-    return size
+    return math.prod(shape(row, config))
 
 
 def layer_parameters(config: Mapping[str, Any], *, linear: bool) -> int:
@@ -253,16 +252,16 @@ def layer_linear_shapes(config: Mapping[str, Any]) -> list[tuple[int, int, int]]
 def expected_hf_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """Every weight of a causal LM described by `config` (a transformers config dict), with its shape, in the
     table's order (per layer, per expert). Mixtral experts use the 4.x per-expert names, as in native checkpoints."""
-    present = rows(config)
-    shapes = {row.hf: shape(row, config) for row in present if "{layer}" not in row.hf}
-    layer_rows = [row for row in present if "{layer}" in row.hf and "{expert}" not in row.hf]
-    expert_rows = [row for row in present if "{expert}" in row.hf]
+    sizes = {row: shape(row, config) for row in rows(config)}
+    shapes = {row.hf: size for row, size in sizes.items() if "{layer}" not in row.hf}
+    layer_rows = [row for row in sizes if "{layer}" in row.hf and "{expert}" not in row.hf]
+    expert_rows = [row for row in sizes if "{expert}" in row.hf]
     for layer in range(config["num_hidden_layers"]):
         for row in layer_rows:
-            shapes[row.hf.format(layer=layer)] = shape(row, config)
+            shapes[row.hf.format(layer=layer)] = sizes[row]
         for expert in range(config.get("num_local_experts") or 0):
             for row in expert_rows:
-                shapes[row.hf.format(layer=layer, expert=expert)] = shape(row, config)
+                shapes[row.hf.format(layer=layer, expert=expert)] = sizes[row]
     return shapes
 
 
