@@ -115,6 +115,11 @@ def test_use_cases_notebook_runs(tiny_checkpoints, monkeypatch, tmp_path):
     assert "<s>[INST] ...[/INST]" in text  # the template around an instruction
     assert "French: " in text and "Spanish: " in text
     assert "extracted: " in text
+    # Tool calling, on a tiny model taught the two replies: the call, the tool's result, then the answer, all read
+    # back from generated ids.
+    assert "'tool_calls': [{'id': 'call00001', 'type': 'function', 'function': {'name': 'get_weather'" in text
+    assert "tool: get_weather({'city': 'Paris'}) -> {'sky': 'sunny', 'temperature_c': 18}" in text
+    assert "answer: It is sunny in Paris: 18 degrees Celsius." in text
 
 
 def readme_python_blocks() -> list[str]:
@@ -134,3 +139,25 @@ def test_readme_python_quickstart_runs(cli_env, tmp_path):
         )
         assert result.returncode == 0, f"{block}\n{result.stderr}"
         assert "[INST]" in result.stdout
+
+
+def test_tool_calling_runs_the_agent_loop_on_generated_replies(cli_env, tmp_path):
+    tool_calling = load_example("tool_calling.py")
+    result = run_example("tool_calling.py", env=cli_env, cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    parsed = [json.loads(line.removeprefix("parse_response -> ")) for line in lines if line.startswith("parse_resp")]
+    # The generated ids read back: first the call (with the id the v3 format writes), then the answer.
+    call = {"name": "get_weather", "arguments": {"city": "Paris"}}
+    assert parsed[0] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "call00001", "type": "function", "function": call}],
+    }
+    assert parsed[1] == {"role": "assistant", "content": "It is sunny in Paris: 18 degrees Celsius."}
+    # The tool really ran on the parsed arguments, and the answer ends the loop.
+    assert 'tool call: get_weather({"city": "Paris"}) -> {"sky": "sunny", "temperature_c": 18}' in lines
+    assert lines[-1] == "answer: It is sunny in Paris: 18 degrees Celsius."
+    # A v13 call has no id: the loop gives it one, which its result points at.
+    v13_call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+    (result,) = tool_calling.run_tool_calls({"role": "assistant", "content": None, "tool_calls": [v13_call]})
+    assert result == {"role": "tool", "tool_call_id": v13_call["id"], "content": '{"sky": "snow", "temperature_c": -3}'}

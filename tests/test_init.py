@@ -66,11 +66,11 @@ def test_import_help_and_render_load_neither_torch_nor_modeling_code(tmp_path):
 
 
 def test_the_public_api_is_unchanged_and_resolves_lazily():
-    # the 33 names from before the package became lazy, the conversation contract's three, GGUF's two and the
-    # tekken tokenizer's two (its class and the base it shares with the SentencePiece one)
-    assert len(kit.__all__) == len(set(kit.__all__)) == 40
+    # the 33 names from before the package became lazy, the conversation contract's three, GGUF's two, the
+    # tekken tokenizer's two (its class and the base it shares with the SentencePiece one) and parse_response
+    assert len(kit.__all__) == len(set(kit.__all__)) == 41
     added = {"ConversationError", "ValidationMode", "prepare_chat", "GGUFError", "load_gguf_tokenizer"}
-    added |= {"MistralTekkenTokenizer", "MistralTokenizerBase"}
+    added |= {"MistralTekkenTokenizer", "MistralTokenizerBase", "parse_response"}
     assert added <= set(kit.__all__)
     assert set(kit.__all__) == set(kit._EXPORTS)
     for name in kit.__all__:

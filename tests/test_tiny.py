@@ -19,7 +19,7 @@ from tokenizers.models import WordLevel
 import hf_mistral_kit as kit
 from hf_mistral_kit import MistralSentencePieceTokenizer, get_chat_template, reference_tokenizer_file
 from hf_mistral_kit.cli.demo import tiny_checkpoint
-from hf_mistral_kit.tiny import STAMP_FILE
+from hf_mistral_kit.tiny import STAMP_FILE, teach
 
 
 @torch.no_grad()
@@ -149,3 +149,106 @@ def test_the_demo_heals_its_cache_with_a_note(tmp_path, capsys):
     last = capsys.readouterr().err.splitlines()[-1]  # after transformers' progress bars
     assert last.startswith("note: the cached tiny mistral in") and last.endswith("rebuilt it.")
     assert kit.AutoModelForCausalLM.from_pretrained(path).config.vocab_size == 32768
+
+
+# issue 18: teach() makes a tiny model reply as told (tool calls and thinking included), so demos of reading replies
+# back run on tokens that really come out of `generate`; tiny_model(tokenizer=<file>) builds one on any Mistral file.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+WEATHER_CALL = {
+    "id": "call00001",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": {"city": "Oslo"}},
+}
+AGENT_LOOP = [
+    {"role": "user", "content": "Weather in Oslo?"},
+    {"role": "assistant", "tool_calls": [WEATHER_CALL]},
+    {"role": "tool", "tool_call_id": "call00001", "content": json.dumps({"sky": "snow", "celsius": -3})},
+    {"role": "assistant", "content": "It snows in Oslo, -3 °C."},
+]
+GREETING = [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello!"}]
+
+
+def greedy_replies(path, conversation, tools=None):
+    """(prompt ids, generated ids) after each assistant message's prompt, with plain transformers' model class."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(path) if (path / "config.json").is_file() else None
+    model = model or kit.AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = kit.load_tokenizer(path)
+    replies = []
+    for index, message in enumerate(conversation):
+        if message["role"] == "assistant":
+            prompt = tokenizer.apply_chat_template(
+                conversation[:index], tools=tools, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+            )["input_ids"]
+            output = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=48)
+            replies.append((tokenizer, prompt[0], output[0], message))
+    return replies
+
+
+def test_teach_makes_generate_write_each_reply_of_an_agent_loop(tmp_path):
+    path = kit.tiny_model("mistral", tmp_path / "taught", tokenizer="v3")
+    assert teach(path, [AGENT_LOOP], [WEATHER_TOOL]) == path
+    call, answer = greedy_replies(path, AGENT_LOOP, [WEATHER_TOOL])
+    tokenizer, prompt, output, _ = call
+    assert kit.parse_response(tokenizer, output, prompt, tools=[WEATHER_TOOL]) == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [WEATHER_CALL],
+    }
+    tokenizer, prompt, output, _ = answer
+    assert tokenizer.decode(output[len(prompt) :]) == "It snows in Oslo, -3 °C.</s>"
+    assert kit.parse_response(tokenizer, output, prompt)["content"] == "It snows in Oslo, -3 °C."
+    # The folder is no longer the untouched tiny model its record described.
+    with pytest.raises(FileExistsError, match="does not hold this tiny model"):
+        kit.tiny_model("mistral", path, tokenizer="v3")
+
+
+def test_teach_is_deterministic_keeps_the_layout_and_leaves_the_callers_rng_alone(tmp_path):
+    first = kit.tiny_model("mistral", tmp_path / "first")
+    second = kit.tiny_model("mistral", tmp_path / "second")
+    native = kit.tiny_model("mistral", tmp_path / "native", native=True)
+    rng_before = torch.get_rng_state()
+    for path in (first, second, native):
+        teach(path, [GREETING])
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert filecmp.cmp(first / "model.safetensors", second / "model.safetensors", shallow=False)
+    # The native folder stays native (no Hugging Face files added), and replies as taught too.
+    assert (native / "consolidated.safetensors").is_file() and not (native / "config.json").exists()
+    for path in (first, native):
+        ((tokenizer, prompt, output, _),) = greedy_replies(path, GREETING)
+        assert tokenizer.decode(output[len(prompt) :]) == "Hello!</s>"
+
+
+def test_teach_refuses_shared_builds_and_says_when_it_did_not_converge(tmp_path, cache):
+    with pytest.raises(ValueError, match="shared tiny_model build"):
+        teach(kit.tiny_model("mistral"), [GREETING])
+    path = kit.tiny_model("mistral", tmp_path / "model")
+    before = {file.name: file.read_bytes() for file in path.iterdir()}
+    with pytest.raises(
+        RuntimeError, match=r"did not learn its replies in 1 steps .* writes '.*' instead of 'Hello!</s>'"
+    ):
+        teach(path, [GREETING], steps=1)
+    assert {file.name: file.read_bytes() for file in path.iterdir()} == before  # left as it was
+    with pytest.raises(ValueError, match="0 assistant message"):
+        teach(path, [GREETING[:1]])
+
+
+def test_tiny_model_takes_a_tokenizer_file_and_caches_it_by_contents(cache, mistral_file, tmp_path):
+    v13 = mistral_file("tekken-v13")
+    path = kit.tiny_model("mistral", tokenizer=v13)
+    assert filecmp.cmp(path / "tekken.json", v13, shallow=False)  # under the name transformers and vLLM look for
+    tokenizer = kit.load_tokenizer(path)
+    assert tokenizer.mistral_version == "v13" and "[THINK]" in tokenizer.get_vocab()
+    assert kit.AutoConfig.from_pretrained(path).vocab_size == len(tokenizer) == 131072
+    copy = tmp_path / "elsewhere" / "tekken-copy.json"
+    copy.parent.mkdir()
+    copy.write_bytes(v13.read_bytes())
+    assert kit.tiny_model("mistral", tokenizer=copy) == path  # the same contents: the same cached build
+    with pytest.raises(ValueError, match=r"must be one of v1, v2, v3, v7, tekken, got '.*missing.json', which is no"):
+        kit.tiny_model("mistral", tokenizer=tmp_path / "missing.json")

@@ -50,6 +50,7 @@ _EXPORTS = {
     "load_tokenizer": "tokenizers.loading",
     "reference_tokenizer_file": "tokenizers.loading",
     "render": "chat.templates",
+    "parse_response": "tokenizers.replies",
     "Hardware": "planning.hardware",
     "MemoryPlan": "planning.memory",
     "PRESETS": "planning.presets",
@@ -93,6 +94,7 @@ __all__ = [
     "get_chat_template",
     "list_templates",
     "load_tokenizer",
+    "parse_response",
     "prepare_chat",
     "reference_tokenizer_file",
     "render",
@@ -169,5 +171,6 @@ if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported ea
     from .tiny import tiny_model
     from .tokenizers.base import MistralTokenizerBase
     from .tokenizers.loading import load_tokenizer, reference_tokenizer_file
+    from .tokenizers.replies import parse_response
     from .tokenizers.sentencepiece import MistralSentencePieceTokenizer
     from .tokenizers.tekken import MistralTekkenTokenizer

@@ -1,7 +1,8 @@
 """Tiny random Mistral/Mixtral checkpoints with the real Mistral tokenizer, for offline demos and tests.
 
 Built once per set of arguments and cached (see `tiny_model`); a cached build that was truncated or corrupted since is
-noticed and rebuilt.
+noticed and rebuilt. `teach` trains a copy of one, in seconds on a CPU, until it replies to given conversations with
+their exact assistant messages (tool calls and thinking included), so a demo's replies really come out of `generate`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import warnings
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +22,7 @@ from .convert import STAGING_MARKER, staging_dir
 from .formats.errors import NativeCheckpointError
 from .formats.files import safetensors_size
 from .hub import cache_dir
-from .versions import REFERENCE_FORMATS
+from .versions import REFERENCE_FORMATS, find_format
 
 STAMP_FILE = "hf_mistral_kit_tiny.json"
 _SIZES = {
@@ -44,7 +47,7 @@ def tiny_model(
     seed: int = 0,
     native: bool = False,
     *,
-    tokenizer: Literal["v1", "v2", "v3", "v7", "tekken"] = "v1",
+    tokenizer: Literal["v1", "v2", "v3", "v7", "tekken"] | str | os.PathLike = "v1",
     **config_overrides: Any,
 ) -> Path:
     """Build a small random `kind` checkpoint at `path` and return the directory.
@@ -55,7 +58,10 @@ def tiny_model(
     `chat_template.jinja`, and the SentencePiece file as `tokenizer.model` and under its versioned name): v1 by
     default (the tokenizer of Mistral 7B v0.1 and Mixtral 8x7B, vocabulary 32000), v2 with `tokenizer="v2"`, v3 with
     `tokenizer="v3"` (v0.3 models, 32768), v7 with `tokenizer="v7"` (Mistral-Large-2411, 32768), and Mistral-Nemo's
-    tekken.json with `tokenizer="tekken"` (131072): every file of `hf_mistral_kit.versions.REFERENCE_FORMATS`.
+    tekken.json with `tokenizer="tekken"` (131072): every file of `hf_mistral_kit.versions.REFERENCE_FORMATS`. Any
+    other Mistral tokenizer file of a version the kit templates is given by its path (`tokenizer="path/to/file"`,
+    e.g. a tekken v13 file for thinking and `[TOOL_CALLS]name[ARGS]{...}` calls): it is copied in under its usual
+    name (`tekken.json`, `tokenizer.model.vN`), and the build is cached by the file's contents, not its path.
     Transformers, vLLM, llama.cpp's converter and mistral-common all read it (a tekken folder converts in llama.cpp
     without its tekken.json where mistral-common is installed: see the README).
 
@@ -71,9 +77,8 @@ def tiny_model(
     """
     if kind not in _FAMILY_DEFAULTS:
         raise ValueError(f"kind must be 'mistral' or 'mixtral', got {kind!r}.")
-    if tokenizer not in REFERENCE_FORMATS:
-        raise ValueError(f"tokenizer must be one of {', '.join(REFERENCE_FORMATS)}, got {tokenizer!r}.")
-    stamp = {"kind": kind, "seed": seed, "native": native, "tokenizer": tokenizer, "config": config_overrides}
+    tokenizer_file, tokenizer_stamp = _tokenizer_source(tokenizer)
+    stamp = {"kind": kind, "seed": seed, "native": native, "tokenizer": tokenizer_stamp, "config": config_overrides}
     target = Path(path) if path is not None else _cache_path(stamp)
 
     state = _state(target, stamp)
@@ -84,7 +89,7 @@ def tiny_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(target)
     try:
-        _build(staging, stamp)
+        _build(staging, stamp, tokenizer_file)
         (staging / STAGING_MARKER).unlink()
         if state == "damaged":
             warnings.warn(
@@ -102,6 +107,100 @@ def tiny_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+Conversation = Sequence[Mapping[str, Any]]
+
+
+def teach(
+    model_dir: str | os.PathLike,
+    conversations: Sequence[Conversation],
+    tools: Sequence[Any] | None = None,
+    *,
+    steps: int = 300,
+    lr: float = 1e-2,
+    seed: int = 0,
+) -> Path:
+    """Fine-tune the small checkpoint in `model_dir` until it replies to `conversations` exactly as they say, save it
+    back there, and return the directory.
+
+    Each conversation is a list of messages as `apply_chat_template` takes them, with one or more assistant messages
+    (text, `tool_calls`, `reasoning_content`); `tools` are the tools offered in all of them (schemas or functions).
+    Once taught, greedy `generate` after the prompt of each assistant message,
+    `apply_chat_template(conversation[:i], tools=tools, add_generation_prompt=True)`, writes exactly that message's
+    tokens and the end of its turn (`</s>`), which `parse_response` and `transformers serve` read back.
+
+    Training is a full fine-tune in float32 on the CPU (one thread): AdamW at `lr`, every conversation in one batch
+    (`apply_chat_template(conversation, tools=tools, return_assistant_tokens_mask=True)`), the loss on the assistant's
+    tokens only. It stops once each of those tokens is the model's first choice by a margin (its logit 1 above any
+    other) and `generate` has checked every reply; a model that has not learned them in `steps` steps raises
+    RuntimeError, and the directory is left as it was. Seconds for a `tiny_model`; the same arguments give the same
+    weights (the caller's RNG state is left untouched).
+
+    The directory keeps its layout (Hugging Face's, written with `save_pretrained` so plain transformers loads it,
+    or Mistral's native one) and its tokenizer files. A `tiny_model` build it holds records the teaching, so
+    `tiny_model` no longer takes it for the untouched build; a shared build (`tiny_model(path=None)`) is refused:
+    copy it first.
+    """
+    import torch
+
+    from .auto import AutoModelForCausalLM
+    from .tokenizers.loading import load_tokenizer
+
+    directory = Path(model_dir)
+    shared = (cache_dir() / "tiny").resolve()
+    if directory.resolve().is_relative_to(shared):
+        raise ValueError(
+            f"{directory} is a shared tiny_model build (treat it as read-only): copy it, or build one with "
+            "tiny_model(path=...), and teach that."
+        )
+    if steps < 1 or lr <= 0:
+        raise ValueError(f"steps must be at least 1 and lr positive, got steps={steps}, lr={lr}.")
+    tokenizer = load_tokenizer(directory)
+    lessons = [_lessons(tokenizer, conversation, tools, number) for number, conversation in enumerate(conversations)]
+    if not lessons:
+        raise ValueError("teach needs at least one conversation.")
+    native = (directory / "params.json").is_file() and not (directory / "config.json").is_file()
+    threads = torch.get_num_threads()
+    try:
+        # One thread: a tiny model's tensors gain nothing from more, which stall when the CPUs are busy elsewhere.
+        torch.set_num_threads(1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+            _train(model, tokenizer, lessons, steps, lr, directory)
+    finally:
+        torch.set_num_threads(threads)
+    # Written beside the folder, then moved in: the loaded weights may still map the files being replaced.
+    with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}-taught-") as staging:
+        _save(model, tokenizer, Path(staging), native=native)
+        for file in Path(staging).iterdir():
+            os.replace(file, directory / file.name)
+    stamp_file = directory / STAMP_FILE
+    if stamp_file.is_file():
+        stamp = json.loads(stamp_file.read_text())
+        stamp.pop("files", None)
+        rows = [[lesson.ids, lesson.mask] for lesson in lessons]
+        digest = hashlib.sha256(json.dumps([rows, steps, lr, seed]).encode()).hexdigest()[:16]
+        stamp["taught"] = [*stamp.get("taught", []), digest]
+        _write_stamp(directory, stamp)
+    return directory
+
+
+def _tokenizer_source(tokenizer: str | os.PathLike) -> tuple[Path, str | dict[str, str]]:
+    """The tokenizer file of `tiny_model(tokenizer=...)` and how its stamp records it: a reference key as it is, a
+    file by its contents."""
+    if isinstance(tokenizer, str) and tokenizer in REFERENCE_FORMATS:
+        from .tokenizers.loading import reference_tokenizer_file
+
+        return reference_tokenizer_file(tokenizer), tokenizer
+    file = Path(tokenizer)
+    if not file.is_file():
+        raise ValueError(
+            f"tokenizer must be one of {', '.join(REFERENCE_FORMATS)}, got {str(tokenizer)!r}, which is no file either "
+            "(a Mistral tokenizer file is also taken, by its path)."
+        )
+    return file, {"sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
 
 
 def _cache_path(stamp: dict[str, Any]) -> Path:
@@ -153,32 +252,150 @@ def _files_intact(directory: Path, files: Any) -> bool:
     return True
 
 
-def _build(directory: Path, stamp: dict[str, Any]) -> None:
+def _build(directory: Path, stamp: dict[str, Any], tokenizer_file: Path) -> None:
     import torch
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
 
-    from .formats.huggingface import native_tensors_from_hf
-    from .formats.hyperparameters import as_config_dict
-    from .formats.native import write_native
-    from .tokenizers.loading import load_tokenizer, reference_tokenizer_file
+    from .tokenizers.loading import load_tokenizer
 
-    row = REFERENCE_FORMATS[stamp["tokenizer"]]
-    shutil.copyfile(reference_tokenizer_file(row.key), directory / row.file_name)
+    row = REFERENCE_FORMATS.get(stamp["tokenizer"]) if isinstance(stamp["tokenizer"], str) else None
+    if row is None:  # a file given by its path: its version and kind say under which name it goes
+        tokenizer = load_tokenizer(tokenizer_file)
+        row = find_format(tokenizer.mistral_version, tokenizer.kind)
+        if row is None:
+            raise ValueError(f"{tokenizer_file} is no Mistral tokenizer file of a version the kit templates.")
+    shutil.copyfile(tokenizer_file, directory / row.file_name)
     tokenizer = load_tokenizer(directory / row.file_name)
     sizes = {**_SIZES, **_FAMILY_DEFAULTS[stamp["kind"]], "vocab_size": len(tokenizer), **stamp["config"]}
     config = AutoConfig.for_model(stamp["kind"], **sizes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stamp["seed"])
         model = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)](config)
+    _save(model, tokenizer, directory, native=stamp["native"])
+    _write_stamp(directory, stamp)
 
-    if stamp["native"]:
-        config_dict = as_config_dict(config)
+
+def _save(model: Any, tokenizer: Any, directory: Path, native: bool) -> None:
+    """The model and tokenizer, in Hugging Face's layout or (`native`) Mistral's."""
+    if native:
+        from .formats.huggingface import native_tensors_from_hf
+        from .formats.hyperparameters import as_config_dict
+        from .formats.native import write_native
+
+        config_dict = as_config_dict(model.config)
         write_native(native_tensors_from_hf(model.state_dict(), config_dict), config_dict, directory)
         model.generation_config.save_pretrained(directory)
     else:
         model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+
+
+def _write_stamp(directory: Path, stamp: dict[str, Any]) -> None:
+    """Record what `directory` holds, and its files with their sizes (see `_files_intact`)."""
     files = {
-        file.name: file.stat().st_size for file in sorted(directory.iterdir()) if file.is_file() and file.name[0] != "."
+        file.name: file.stat().st_size
+        for file in sorted(directory.iterdir())
+        if file.is_file() and file.name[0] != "." and file.name != STAMP_FILE
     }
     (directory / STAMP_FILE).write_text(json.dumps({**stamp, "files": files}, indent=2) + "\n")
+
+
+_MARGIN = 1.0  # teach's logit margin: see _train
+
+
+class _Lesson:
+    """One conversation to teach: its ids, its assistant mask, and each assistant reply with its prompt."""
+
+    def __init__(self, ids: list[int], mask: list[int], replies: list[tuple[list[int], list[int]]], number: int):
+        self.ids, self.mask, self.replies, self.number = ids, mask, replies, number
+
+
+def _lessons(tokenizer: Any, conversation: Conversation, tools: Sequence[Any] | None, number: int) -> _Lesson:
+    """The conversation as `teach` trains and checks it."""
+    rendered = tokenizer.apply_chat_template(
+        list(conversation), tools=tools, return_dict=True, return_assistant_tokens_mask=True
+    )
+    ids, mask = list(rendered["input_ids"]), [int(bool(m)) for m in rendered["assistant_masks"]]
+    runs: list[list[int]] = []
+    for index, (token, assistant) in enumerate(zip(ids, mask, strict=True)):
+        if assistant:
+            if index == 0 or not mask[index - 1]:
+                runs.append([])
+            runs[-1].append(token)
+    turns = [index for index, message in enumerate(conversation) if message.get("role") == "assistant"]
+    if not turns or len(runs) != len(turns):
+        raise ValueError(
+            f"conversations[{number}]: {len(turns)} assistant message(s) but {len(runs)} assistant part(s) in its "
+            "rendering: teach needs conversations with assistant messages, in a template that marks them "
+            "({% generation %}, as the kit's templates do)."
+        )
+    replies = []
+    for turn, reply in zip(turns, runs, strict=True):
+        prompt = tokenizer.apply_chat_template(
+            list(conversation[:turn]), tools=tools, add_generation_prompt=True, return_dict=True
+        )
+        replies.append((list(prompt["input_ids"]), reply))
+    return _Lesson(ids, mask, replies, number)
+
+
+def _train(model: Any, tokenizer: Any, lessons: list[_Lesson], steps: int, lr: float, directory: Path) -> None:
+    """`teach`'s optimizer steps, until every reply is learned (see `_replies_as_taught`)."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(lesson.ids) for lesson in lessons)
+    ids = torch.tensor([lesson.ids + [pad] * (width - len(lesson.ids)) for lesson in lessons])
+    attention = torch.tensor([[1] * len(lesson.ids) + [0] * (width - len(lesson.ids)) for lesson in lessons])
+    learned = torch.tensor([lesson.mask + [0] * (width - len(lesson.mask)) for lesson in lessons], dtype=torch.bool)
+    # The logits at position t predict token t + 1: only those predicting an assistant token are computed.
+    positions = learned[:, 1:].nonzero(as_tuple=True)
+    targets = ids[:, 1:][positions]
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0, fused=True)
+    for _ in range(steps):
+        model.train()
+        logits = head(decoder(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1][positions])
+        # Learned: each taught token's logit beats every other by MARGIN, so that greedy decoding elsewhere (another
+        # process, a KV cache, `transformers serve`) picks the same tokens; generate then checks the replies.
+        taught = logits.detach().gather(1, targets[:, None])[:, 0]
+        others = logits.detach().scatter(1, targets[:, None], float("-inf")).max(dim=1).values
+        beaten = (taught - others).min().item() >= _MARGIN
+        if beaten and _replies_as_taught(model, tokenizer, lessons) is None:
+            return
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(logits, targets).backward()
+        optimizer.step()
+    mismatch = _replies_as_taught(model, tokenizer, lessons)
+    if mismatch is None:
+        return
+    number, reply, expected, generated = mismatch
+    raise RuntimeError(
+        f"teach: the model in {directory} did not learn its replies in {steps} steps (lr={lr}): after the prompt of "
+        f"assistant reply {reply} of conversations[{number}], greedy generate writes {generated!r} instead of "
+        f"{expected!r}. Give more steps, or shorter or fewer replies; the directory is unchanged."
+    )
+
+
+def _replies_as_taught(model: Any, tokenizer: Any, lessons: list[_Lesson]) -> tuple[int, int, str, str] | None:
+    """None when greedy generation after each reply's prompt writes exactly that reply, else the first that differs
+    (conversation, reply, expected and generated text)."""
+    import torch
+
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        for lesson in lessons:
+            for index, (prompt, reply) in enumerate(lesson.replies):
+                inputs = torch.tensor([prompt])
+                output = model.generate(
+                    input_ids=inputs,
+                    attention_mask=torch.ones_like(inputs),
+                    do_sample=False,
+                    max_new_tokens=len(reply),
+                    pad_token_id=pad,
+                )
+                generated = output[0, len(prompt) :].tolist()
+                if generated != reply:
+                    decode = lambda tokens: tokenizer.decode(tokens, skip_special_tokens=False)  # noqa: E731
+                    return lesson.number, index, decode(reply), decode(generated)
+    return None

@@ -13,9 +13,10 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from ..versions import CHATML, CHATML_TOKENS
+from ..versions import CHATML, CHATML_TOKENS, THINK_TOKENS
 from .errors import ValidationMode
 from .prepare import prepare_chat
+from .replies import reply_format_for
 
 
 def list_templates() -> list[str]:
@@ -89,7 +90,8 @@ def render(
 
 
 def apply_chat_template(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTrainedTokenizerBase:
-    """Set the named template on any tokenizer (in place; also returned).
+    """Set the named template on any tokenizer (in place; also returned), and the `response_template` its replies are
+    read back with (`tokenizer.parse_response`, `transformers serve`, `hf_mistral_kit.parse_response`).
 
     For "chatml", <|im_start|> and <|im_end|> are added as special tokens when missing — the model's embeddings must
     then be resized (`model.resize_token_embeddings(len(tokenizer))`), which is said in a warning.
@@ -107,4 +109,7 @@ def apply_chat_template(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTra
                 stacklevel=2,
             )
     tokenizer.chat_template = source
+    # How the model's replies read back: tokenizer.parse_response, transformers serve, hf_mistral_kit.parse_response.
+    thinking = all(token in tokenizer.get_added_vocab() for token in THINK_TOKENS)
+    tokenizer.response_template = reply_format_for(name, thinking).response_template()
     return tokenizer

@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Multi-turn chat with a model, replies streamed token by token. In a terminal: /reset clears the history, "
         "/exit (or Ctrl-D) leaves, Ctrl-C stops the current reply. When stdin is not a terminal, every input line is "
         'one user message and gets one reply; with --jsonl, lines are JSON ({"content": ...}) in and out, one line '
-        'out per line in ({"event": "reset"|"exit"|"empty"} for /reset, /exit and blank lines).',
+        'out per line in ({"event": "reset"|"exit"|"empty"} for /reset, /exit and blank lines). Replies are read '
+        "back into messages: a tool call shows as one line, [tool call] name(key=value, ...), thinking between "
+        "[thinking] and [/thinking]; --jsonl lines carry tool_calls and reasoning_content when the model wrote them.",
     )
     chat.add_argument("model", metavar="MODEL", help="checkpoint directory (Hugging Face or native layout) or hub id")
     chat.add_argument("--preset", default="auto", help="loading preset (default: auto)")
@@ -80,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--seed", type=_seed, help="random seed for sampling (0 to 2**32 - 1)")
     chat.add_argument("--jsonl", action="store_true", help="JSON lines in and out (non-interactive mode)")
+    chat.add_argument(
+        "--tools",
+        metavar="FILE",
+        help="tools the model may call: a JSON list of tool schemas, or a .py file whose public functions (with "
+        "type hints and Google-style docstrings) are the tools. Calls show as [tool call] lines (--jsonl: tool_calls)",
+    )
 
     render = command(
         "render",

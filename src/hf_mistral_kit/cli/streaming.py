@@ -2,6 +2,11 @@
 
 Ctrl-C raises KeyboardInterrupt in the main thread only (where the streamer is read), so the reply is stopped by an
 event that a stopping criterion checks between tokens: the text so far is kept and the session goes on.
+
+`marks` says what shows in place of a control token of the reply (its spelling, a marker for [THINK], nothing for
+the end of sequence; each starts a new run of decoded text, as `parse_response` decodes it) and which ones end what is
+streamed ([TOOL_CALLS]: the caller shows the calls once the reply is parsed). Without marks, control tokens are left
+out of the text.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ class Reply:
     seconds: float
     token_times: tuple[float, ...] = ()
     interrupted: bool = False
+    prompt_ids: tuple[int, ...] = ()
+    ids: tuple[int, ...] = ()  # the generated ids (all of them, also after an interruption)
+    shown: int = 0  # how many of `ids` the text streamed so far covers (all, unless the reply was interrupted)
+    held: int | None = None  # the index in `ids` of the control token that ended the streamed text (None: none did)
 
     @property
     def first_token_seconds(self) -> float:
@@ -55,6 +64,56 @@ class _StopWhenSet(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+class _ReplyStreamer(TextIteratorStreamer):
+    """The reply's text as it is decoded, with the control tokens of `marks` (id -> the text shown in its place, or
+    None: nothing more is shown). Each queued text comes with `count`, the number of reply ids received by then."""
+
+    def __init__(self, tokenizer: Any, marks: dict[int, str | None]):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.marks = marks
+        self.count = 0
+        self.held: int | None = None  # the index of the reply id that ended what is shown
+
+    def put(self, value: Any) -> None:
+        if self.next_tokens_are_prompt:
+            super().put(value)  # the prompt, which is not shown
+            return
+        if value.dim() > 1:
+            value = value[0]  # one sequence (generate streams batches of one only)
+        start = 0
+        for index, token in enumerate(value.tolist()):
+            if self.held is None and token in self.marks:
+                self._put(value[start:index])
+                self._flush()
+                mark, self.count = self.marks[token], self.count + 1
+                if mark is None:
+                    self.held = self.count - 1
+                else:
+                    self.on_finalized_text(mark)
+                start = index + 1
+        if self.held is None:
+            self._put(value[start:])
+        else:
+            self.count += len(value) - start
+
+    def _put(self, value: Any) -> None:
+        if len(value):
+            self.count += len(value)
+            super().put(value)
+
+    def _flush(self) -> None:
+        """Hand out the text decoded so far (TextStreamer holds back the end of a word until it is complete)."""
+        if self.token_cache:
+            text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+            self.on_finalized_text(text[self.print_len :])
+            self.token_cache, self.print_len = [], 0
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        self.text_queue.put((text, self.count), timeout=self.timeout)
+        if stream_end:
+            self.text_queue.put(self.stop_signal, timeout=self.timeout)
+
+
 def template_name(tokenizer: Any) -> str:
     """The kit template a tokenizer carries, or "custom"."""
     return kit_template_name(tokenizer.chat_template) or "custom"
@@ -76,16 +135,20 @@ def stream_reply(
     *,
     max_new_tokens: int,
     temperature: float | None = None,
+    tools: list[Any] | None = None,
+    marks: dict[int, str | None] | None = None,
 ) -> Reply:
     """Generate the assistant's reply to `messages`, passing each piece of text to `write` as it is decoded.
 
-    `temperature`: None keeps the model's generation config, 0 is greedy, anything else samples.
+    `temperature`: None keeps the model's generation config, 0 is greedy, anything else samples. `tools`: the tools
+    the template offers. `marks`: control token id -> the text written in its place, or None for a token that ends
+    what is written (the rest of the reply is generated but not streamed); other control tokens are left out.
     """
     inputs = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        messages, tools=tools, add_generation_prompt=True, return_dict=True, return_tensors="pt"
     ).to(model.device)
     prompt_tokens = inputs["input_ids"].shape[1]
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = _ReplyStreamer(tokenizer, marks or {})
     stop = threading.Event()
     eos = stop_token_ids(model, tokenizer)
     options: dict[str, Any] = {
@@ -111,13 +174,15 @@ def stream_reply(
             streamer.end()
 
     pieces: list[str] = []
+    shown = 0
     thread = threading.Thread(target=generate, name="generate", daemon=True)
     thread.start()
     interrupted = False
     try:
-        for text in streamer:
+        for text, count in streamer:
             pieces.append(text)
             write(text)
+            shown = count
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -129,5 +194,17 @@ def stream_reply(
     seconds = time.perf_counter() - start
     if "error" in result:
         raise result["error"]
-    new_tokens = result["ids"].shape[1] - prompt_tokens
-    return Reply("".join(pieces), prompt_tokens, new_tokens, seconds, tuple(stopper.times), interrupted)
+    ids = result["ids"][0].tolist()
+    new = tuple(ids[prompt_tokens:])
+    return Reply(
+        "".join(pieces),
+        prompt_tokens,
+        len(new),
+        seconds,
+        tuple(stopper.times),
+        interrupted,
+        prompt_ids=tuple(ids[:prompt_tokens]),
+        ids=new,
+        shown=shown if interrupted else len(new),
+        held=streamer.held,
+    )

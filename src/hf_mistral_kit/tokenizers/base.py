@@ -23,6 +23,7 @@ from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from ..chat.prepare import prepare_chat
+from ..chat.replies import reply_format_for
 from ..chat.templates import template_name
 from ..versions import CHATML, THINK_TOKENS, TokenizerKind, find_format, template_kind
 from .escaping import CHUNK_BREAK, ControlTokenEscaper
@@ -53,6 +54,11 @@ class MistralTokenizerBase(TokenizersBackend):
         kwargs.setdefault("clean_up_tokenization_spaces", False)
         super().__init__(*args, mistral_version=mistral_version, **kwargs)
         self.mistral_version = mistral_version
+        # How replies of this version read back (`parse_response`, `transformers serve`); a saved one is kept.
+        response_template = kwargs.get("response_template") or getattr(self, "response_template", None)
+        if response_template is None and find_format(mistral_version, self.kind) is not None:
+            response_template = reply_format_for(mistral_version, self._has_thinking_tokens).response_template()
+        self.response_template = response_template
 
     @classmethod
     def convert_to_native_format(cls, trust_remote_code: bool = False, **kwargs: Any) -> dict[str, Any]:
@@ -312,6 +318,7 @@ class MistralTokenizerBase(TokenizersBackend):
             add_bos_token=self.add_bos_token,
             add_eos_token=self.add_eos_token,
             padding_side=self.padding_side,
+            **({"response_template": self.response_template} if self.response_template is not None else {}),
             **self._saved_config(),
         )
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", "utf-8")
