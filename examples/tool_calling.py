@@ -16,6 +16,7 @@ token below comes out of `generate` and is read back, not typed in.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -38,6 +39,7 @@ def get_weather(city: str) -> dict:
 
 
 TOOLS = [get_weather]
+CALL_NUMBERS = itertools.count()  # ids for calls the model wrote none for (tokenizer v13), nine characters
 FUNCTIONS = {tool.__name__: tool for tool in TOOLS}
 
 
@@ -65,9 +67,9 @@ def reply(model: Any, tokenizer: Any, messages: list[dict[str, Any]], max_new_to
 def run_tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
     """Run each call of the assistant message; one tool message per call, its result as JSON."""
     results = []
-    for number, call in enumerate(message["tool_calls"]):
-        # v3-v11 formats write the call's id; v13 writes none: the result still needs one to point at its call.
-        call.setdefault("id", f"call{number:05d}")
+    for call in message["tool_calls"]:
+        # v3-v11 formats write the call's id; v13 writes none: the result still needs one, unique in the chat.
+        call.setdefault("id", f"call{next(CALL_NUMBERS):05d}")
         name, arguments = call["function"]["name"], call["function"]["arguments"]
         result = FUNCTIONS[name](**arguments)
         print(f"tool call: {name}({json.dumps(arguments)}) -> {json.dumps(result)}")

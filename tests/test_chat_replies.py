@@ -3,19 +3,22 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 import hf_mistral_kit as kit
 from hf_mistral_kit.chat.replies import REPLY_FORMATS, ReplyChatML, reply_format_for
 from hf_mistral_kit.versions import CHATML, FORMATS, TEMPLATES, TokenizerVersion, template_version
 
-# transformers >= 5.24 reads `response_template` (`transformers.utils.chat_parsing`); older releases have another,
-# incompatible `parse_response` (a `response_schema`), and there the kit's function is the way.
-try:
+# transformers 5.25 reads `response_template` from token ids (`transformers.utils.chat_parsing.token_ids`), so that a
+# control token counts only as its id, as in the kit's reader: the releases the tests compare with. 5.16 to 5.24 read
+# the same templates from decoded text; 5.10 (the lowest the kit supports) to 5.15 read none of them (another
+# `parse_response`, a `response_schema`), and there the kit's function is the way.
+HAS_RESPONSE_TEMPLATE = importlib.util.find_spec("transformers.utils.chat_parsing.token_ids") is not None
+if HAS_RESPONSE_TEMPLATE:
+    from transformers.utils.chat_parsing import ResponseParser
     from transformers.utils.chat_parsing.response_templates import load_response_template
-except ImportError:
-    load_response_template = None
-HAS_RESPONSE_TEMPLATE = load_response_template is not None
 
 
 def test_every_version_of_the_table_has_a_reply_format_and_a_valid_response_template():
@@ -65,3 +68,20 @@ def test_text_and_versions_need_no_tokenizer():
     with pytest.raises(ValueError, match="need the tokenizer that made them"):
         kit.parse_response("v13", [1, 2, 3])
     assert TokenizerVersion.v13 in {cls.version for cls in REPLY_FORMATS}
+
+
+@pytest.mark.skipif(not HAS_RESPONSE_TEMPLATE, reason="transformers < 5.25 has no token-id response parser")
+@pytest.mark.parametrize("version", ["v3", "v13"])
+def test_transformers_streams_each_call_of_a_reply_as_its_own_region(version):
+    """`transformers serve` streams a tool_calls region's value as one call: a v3 list too is one region per call."""
+    text = {
+        "v3": '[TOOL_CALLS] [{"name": "f", "arguments": {"a": {"b": "}, {"}}, "id": "abcDEF123"}, '
+        '{"name": "g", "arguments": {}, "id": "ghiJKL456"}]</s>',
+        "v13": '[TOOL_CALLS]f[ARGS]{"a": {"b": "}, {"}}[TOOL_CALLS]g[ARGS]{}</s>',
+    }[version]
+    parser = ResponseParser(reply_format_for(version).response_template(), prefix="")
+    events = [event for character in text for event in parser.feed(character)]
+    message, final = parser.finalize()
+    closed = [e["value"] for e in events + final if e["type"] == "region_close" and e["field"] == "tool_calls"]
+    assert [call["function"]["name"] for call in closed] == ["f", "g"]
+    assert message["tool_calls"] == closed == kit.parse_response(version, text)["tool_calls"]

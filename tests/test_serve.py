@@ -32,9 +32,9 @@ from hf_mistral_kit.tiny import teach
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        importlib.util.find_spec("transformers.utils.chat_parsing") is None,
-        reason="this transformers has no transformers.utils.chat_parsing: its `transformers serve` reads replies with "
-        "the older `response_schema`, not the `response_template` the kit's folders carry (transformers >= 5.24)",
+        importlib.util.find_spec("transformers.utils.chat_parsing.token_ids") is None,
+        reason="transformers < 5.25: its `transformers serve` reads no `response_template` from token ids (5.10 to "
+        "5.15 read replies with the older `response_schema`)",
     ),
 ]
 

@@ -31,10 +31,9 @@ from .formats.dispatch import find_checkpoint, local_checkpoint
 from .formats.gguf import load_gguf_tokenizer
 from .hub import TOKENIZER_AND_CONFIG_FILES, hub_kwargs
 from .modeling.registration import FAMILY, kit_config_class, to_kit_config
-from .tokenizers.base import VERSION_KEY
 from .tokenizers.loading import TOKENIZER_FILE_PATTERN, load_tokenizer
 from .tokenizers.sentencepiece import VERSIONED_FILE, MistralSentencePieceTokenizer
-from .versions import TEKKEN_FILE
+from .versions import TEKKEN_FILE, VERSION_KEY
 
 logger = logging.getLogger(__name__)
 

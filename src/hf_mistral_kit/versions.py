@@ -120,6 +120,13 @@ class MistralFormat:
 
 V, SP, TK = TokenizerVersion, TokenizerKind.sentencepiece, TokenizerKind.tekken
 TEKKEN_FILE = "tekken.json"
+# The key of tokenizer_config.json that says the kit saved the folder (and which Mistral tokenizer version it is); a
+# kit tokenizer's attribute of the same name.
+VERSION_KEY = "mistral_version"
+# The control tokens replies are read by (`hf_mistral_kit.chat.replies`): the end of a turn, where the assistant's turn
+# starts, tool calls (v2 and later), and v11's call ids and arguments.
+EOS, INST_END, TOOL_RESULTS_END = "</s>", "[/INST]", "[/TOOL_RESULTS]"
+TOOL_CALLS, CALL_ID, ARGS = "[TOOL_CALLS]", "[CALL_ID]", "[ARGS]"
 
 FORMATS: tuple[MistralFormat, ...] = (
     MistralFormat(
@@ -167,14 +174,14 @@ FORMATS: tuple[MistralFormat, ...] = (
         reference_file="tekken_240718.json",
         new_controls=(
             "<s>",
-            "</s>",
+            EOS,
             "[INST]",
-            "[/INST]",
+            INST_END,
             "[AVAILABLE_TOOLS]",
             "[/AVAILABLE_TOOLS]",
             "[TOOL_RESULTS]",
-            "[/TOOL_RESULTS]",
-            "[TOOL_CALLS]",
+            TOOL_RESULTS_END,
+            TOOL_CALLS,
             "[PREFIX]",
             "[SUFFIX]",
         ),
@@ -192,7 +199,7 @@ FORMATS: tuple[MistralFormat, ...] = (
         "mistral_tekken_v11",
         "Mistral-Small-3.2-24B-Instruct-2506",
         adds="[CALL_ID], [ARGS]",
-        new_controls=("[ARGS]", "[CALL_ID]"),
+        new_controls=(ARGS, CALL_ID),
     ),
     MistralFormat(
         V.v13,

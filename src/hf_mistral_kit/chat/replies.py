@@ -34,13 +34,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..versions import CHATML, CHATML_TOKENS, THINK_TOKENS, TokenizerVersion, template_version
+from ..versions import (
+    ARGS,
+    CALL_ID,
+    CHATML,
+    CHATML_TOKENS,
+    EOS,
+    INST_END,
+    THINK_TOKENS,
+    TOOL_CALLS,
+    TOOL_RESULTS_END,
+    TokenizerVersion,
+    template_version,
+)
 
 Piece = tuple[str, bool]  # (text, is a control token)
 
-EOS = "</s>"
-TOOL_CALLS, CALL_ID, ARGS = "[TOOL_CALLS]", "[CALL_ID]", "[ARGS]"
-INST_END, TOOL_RESULTS_END = "[/INST]", "[/TOOL_RESULTS]"
 _TEXT = {"content": "text", "content_args": {"strip": False}}  # transformers' text parser, whitespace kept
 
 
@@ -60,6 +69,7 @@ class ReplyV1:
     version: ClassVar[TokenizerVersion | None] = TokenizerVersion.v1
     anchors: ClassVar[tuple[str, ...]] = (INST_END,)  # where the assistant's turn starts in the prompt
     anchor_pattern: ClassVar[str | None] = None  # the anchors as transformers' regex, where literals do not do
+    anchor_controls: ClassVar[tuple[str, ...]] = ()  # the control tokens the anchors start with (v1's are text)
     ends: ClassVar[tuple[str, ...]] = (EOS,)  # what ends the reply
     tool_calls: ClassVar[bool] = False
     call_ids: ClassVar[bool] = False
@@ -73,8 +83,9 @@ class ReplyV1:
         """The declarative `response_template` of this format (transformers >= 5.24's `tokenizer.parse_response`)."""
         fields: dict[str, Any] = {}
         if self.thinking:
-            # Thinking cut off by the end of sequence ends there (the end is the content's to close).
-            close = re.escape(THINK_TOKENS[1]) + "".join(f"|(?={re.escape(end)})" for end in self.ends)
+            # Thinking not closed ends where the calls or the end of sequence start (theirs to open or close).
+            ahead = (*((TOOL_CALLS,) if self.tool_calls else ()), *self.ends)
+            close = re.escape(THINK_TOKENS[1]) + "".join(f"|(?={re.escape(token)})" for token in ahead)
             fields["reasoning_content"] = {"open": THINK_TOKENS[0], "close_pattern": close, **_TEXT}
             fields["reasoning_content"].update(repeats=True, join="")
         if self.tool_calls:
@@ -97,16 +108,25 @@ class ReplyV1:
     # -- the kit's reader ----------------------------------------------------------------------------------------
 
     def controls(self) -> tuple[str, ...]:
-        """The control tokens of this format's replies (their spellings split text input); v1's [INST] and [/INST]
-        are text."""
-        return (*self.ends, *((*self.anchors, TOOL_CALLS) if self.tool_calls else ()),
-                *((CALL_ID,) if self.call_ids else ()), *((ARGS,) if self.version and self.version >= "v11" else ()),
+        """The control tokens a reply of this format is read by (text input is split at their spellings; any other
+        spelling stays text): the ends, and where the format has them [TOOL_CALLS], v11's [CALL_ID] and [ARGS], and
+        [THINK]/[/THINK]. The anchors are not among them: they are looked for in the prompt (`anchor_regex`)."""
+        v11 = self.version is not None and self.version >= TokenizerVersion.v11
+        return (*self.ends, *((TOOL_CALLS,) if self.tool_calls else ()), *((CALL_ID, ARGS) if v11 else ()),
                 *(THINK_TOKENS if self.thinking else ()))  # fmt: skip
+
+    @property
+    def anchor_regex(self) -> str:
+        """Where the assistant's turn starts, as a regular expression (the kit's reader and transformers' use it)."""
+        return self.anchor_pattern or "|".join(re.escape(anchor) for anchor in self.anchors)
 
     def parse(self, pieces: Sequence[Piece], tools: Sequence[str] | None = None) -> dict[str, Any]:
         """The assistant message of a reply's pieces (from the start of the assistant's turn). Never raises.
 
-        `tools`: the names of the tools offered; a call of any other tool stays text. None: any name is a call.
+        As mistral-common's decoder reads it: the content is what comes before the first [TOOL_CALLS], each
+        [TOOL_CALLS] starts a call (inside thinking too), and the content's [THINK]...[/THINK] is thinking (a [THINK]
+        never closed thinks up to the first call). `tools`: the names of the tools offered; a call of any other tool
+        stays text. None: any name is a call.
         """
         reply: list[Piece] = []
         for text, control in pieces:
@@ -114,18 +134,19 @@ class ReplyV1:
                 break  # what follows the end of sequence (padding, a next turn) is not this reply
             reply.append((text, control))
         content, calls = self.split_calls(reply)
+        rest, thoughts = self.split_thinking(content)
+        texts = [text for text, _ in rest]
         message: dict[str, Any] = {"role": "assistant", "content": None}
         parsed = []
         for call in calls:
             read = self.read_call(call)
             read = [read] if isinstance(read, dict) else read
             if not read or (tools is not None and any(c["function"]["name"] not in tools for c in read)):
-                content.append((call.text(), False))  # not a well-formed call of an offered tool: text
+                texts.append(call.text())  # not a well-formed call of an offered tool: text
             else:
                 parsed.extend(read)
-        texts, thoughts = self.split_thinking(content)
-        if texts:
-            message["content"] = texts
+        if "".join(texts):
+            message["content"] = "".join(texts)
         if thoughts is not None:  # kept when empty: a [THINK][/THINK] the model wrote renders back
             message["reasoning_content"] = thoughts
         if parsed:
@@ -145,11 +166,10 @@ class ReplyV1:
                 content.append((text, control))
         return content, calls
 
-    def split_thinking(self, pieces: list[Piece]) -> tuple[str, str | None]:
-        """(content, thinking) of the content's pieces: thinking is what [THINK]...[/THINK] encloses (an unclosed
-        [THINK] thinks to the end; None when there is no [THINK]); every other piece, control tokens spelled out, is
-        content."""
-        texts: list[str] = []
+    def split_thinking(self, pieces: list[Piece]) -> tuple[list[Piece], str | None]:
+        """(the other pieces, the thinking): thinking is what [THINK]...[/THINK] encloses (an unclosed [THINK] thinks
+        to the end; None when there is no [THINK]), control tokens in it spelled out."""
+        rest: list[Piece] = []
         thoughts: list[str] | None = None
         thinking = False
         for text, control in pieces:
@@ -157,9 +177,11 @@ class ReplyV1:
                 thinking, thoughts = True, thoughts or []
             elif self.thinking and control and text == THINK_TOKENS[1] and thinking:
                 thinking = False
+            elif thinking:
+                thoughts.append(text)
             else:
-                (thoughts if thinking else texts).append(text)
-        return "".join(texts), None if thoughts is None else "".join(thoughts)
+                rest.append((text, control))
+        return rest, None if thoughts is None else "".join(thoughts)
 
     def read_call(self, call: _Call) -> dict[str, Any] | list[dict[str, Any]] | None:
         """The tool call(s) of one [TOOL_CALLS] (None when it is not well formed)."""
@@ -176,7 +198,7 @@ _JSON = (
     r"(?P<array>\[\s*(?:(?&value)\s*(?:,\s*(?&value)\s*)*)?\])"
     r")"
 )
-_LIST = r"\[TOOL_CALLS\]\s*\[\s*"
+_LIST = re.escape(TOOL_CALLS) + r"\s*\[\s*"
 
 
 def _json(text: str) -> Any:
@@ -202,7 +224,7 @@ class ReplyV2(ReplyV1):
     """Tokenizer v2: tool calls, `[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]` after the content."""
 
     version = TokenizerVersion.v2
-    anchors = (INST_END, TOOL_RESULTS_END)
+    anchors = anchor_controls = (INST_END, TOOL_RESULTS_END)
     tool_calls = True
 
     def tool_calls_field(self) -> dict[str, Any]:
@@ -220,9 +242,8 @@ class ReplyV2(ReplyV1):
         }
 
     def read_call(self, call: _Call) -> list[dict[str, Any]] | None:
-        if any(control for _, control in call.pieces):
-            return None
-        calls = _json("".join(text for text, _ in call.pieces))
+        # another control token generated inside the list is left out, as mistral-common's decoder does
+        calls = _json("".join(text for text, control in call.pieces if not control))
         if not isinstance(calls, list) or not calls:
             return None
         read = []
@@ -251,10 +272,10 @@ class ReplyV11(ReplyV3):
     def tool_calls_field(self) -> dict[str, Any]:
         function = {"name": "{name}", "arguments": "{content}"}
         # A call without [CALL_ID] gets the empty id of the second `id` group (`regex` allows a name twice).
-        call_id = r"(?:\[CALL_ID\](?P<id>.*?)|(?P<id>))" if self.call_ids else ""
+        call_id = rf"(?:{re.escape(CALL_ID)}(?P<id>.*?)|(?P<id>))" if self.call_ids else ""
         return {
-            "open_pattern": r"\[TOOL_CALLS\](?P<name>.*?)" + call_id + r"\[ARGS\]",
-            "close_pattern": r"(?=\[TOOL_CALLS\])|" + "|".join(re.escape(end) for end in self.ends),
+            "open_pattern": re.escape(TOOL_CALLS) + "(?P<name>.*?)" + call_id + re.escape(ARGS),
+            "close_pattern": f"(?={re.escape(TOOL_CALLS)})|" + "|".join(re.escape(end) for end in self.ends),
             "repeats": True,
             "content": "json",
             "transform": {**({"id": "{id}"} if self.call_ids else {}), "type": "function", "function": function},
@@ -264,10 +285,10 @@ class ReplyV11(ReplyV3):
         parts: list[list[str]] = [[]]
         markers: list[str] = []
         for text, control in call.pieces:
-            if control:
+            if control and text in (CALL_ID, ARGS):
                 markers.append(text)
                 parts.append([])
-            else:
+            elif not control:  # another control token is left out, as mistral-common's decoder does
                 parts[-1].append(text)
         texts = ["".join(part) for part in parts]
         if self.call_ids and markers == [CALL_ID, ARGS]:
@@ -276,7 +297,8 @@ class ReplyV11(ReplyV3):
             (name, arguments), call_id = texts, None
         else:
             return None
-        return _openai_call(name, _json(arguments), call_id)
+        arguments = _json(arguments) if arguments.strip() != "null" else {}  # mistral-common reads null as {}
+        return _openai_call(name, arguments, call_id)
 
 
 class ReplyV13(ReplyV11):
@@ -294,6 +316,7 @@ class ReplyChatML(ReplyV1):
     anchors = (f"{CHATML_TOKENS[0]}assistant\n",)
     # transformers decodes a legacy SentencePiece's "▁assistant" after <|im_start|> with its space
     anchor_pattern = re.escape(CHATML_TOKENS[0]) + r" ?assistant\n"
+    anchor_controls = (CHATML_TOKENS[0],)
     ends = (CHATML_TOKENS[1], EOS)
 
     def controls(self) -> tuple[str, ...]:
@@ -321,6 +344,11 @@ def reply_format_for(version: TokenizerVersion | str | None, thinking: bool = Tr
     version = TokenizerVersion(version)
     cls = max((cls for cls in REPLY_FORMATS if cls.version <= version), key=lambda cls: cls.version)
     return cls(thinking=thinking)
+
+
+def has_thinking_tokens(tokenizer: Any) -> bool:
+    """Whether a tokenizer has v13's [THINK] and [/THINK] as added tokens (a tekken v13 file may come without them)."""
+    return set(THINK_TOKENS) <= {token.content for token in tokenizer.added_tokens_decoder.values()}
 
 
 def tool_names(tools: Sequence[Any] | None) -> list[str] | None:

@@ -13,10 +13,10 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from ..versions import CHATML, CHATML_TOKENS, THINK_TOKENS
+from ..versions import CHATML, CHATML_TOKENS, FORMATS, VERSION_KEY, TokenizerVersion
 from .errors import ValidationMode
 from .prepare import prepare_chat
-from .replies import reply_format_for
+from .replies import ReplyV1, has_thinking_tokens, reply_format_for
 
 
 def list_templates() -> list[str]:
@@ -110,6 +110,21 @@ def apply_chat_template(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTra
             )
     tokenizer.chat_template = source
     # How the model's replies read back: tokenizer.parse_response, transformers serve, hf_mistral_kit.parse_response.
-    thinking = all(token in tokenizer.get_added_vocab() for token in THINK_TOKENS)
-    tokenizer.response_template = reply_format_for(name, thinking).response_template()
+    tokenizer.response_template = reply_format_of(tokenizer, name).response_template()
     return tokenizer
+
+
+def reply_format_of(tokenizer: Any, template: str | None = None) -> ReplyV1 | None:
+    """The reply format of a tokenizer (None when it has no Mistral format), the one rule everything uses: its kit
+    template (`template`, else the one it carries) read with its tokenizer version (a kit tokenizer's, or a kit-saved
+    folder's `mistral_version`) where the template renders that version (mistral_v3 on a v2 tokenizer reads v2's
+    replies), else the template's format (ChatML, or another kit template set on it), else the version's."""
+    if template is None:
+        source = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
+        template = template_name(source)
+    version = getattr(tokenizer, VERSION_KEY, None) or getattr(tokenizer, "init_kwargs", {}).get(VERSION_KEY)
+    version = version if version in {v.value for v in TokenizerVersion} else None
+    thinking = has_thinking_tokens(tokenizer)
+    if template is not None and not any(row.template == template and row.version == version for row in FORMATS):
+        return reply_format_for(template, thinking)
+    return reply_format_for(version, thinking) if version is not None else None

@@ -136,29 +136,28 @@ class Session:
 
 
 def _reply_format(tokenizer: Any) -> Any:
-    """The reply format of the tokenizer's template (`hf_mistral_kit.chat.replies`), None when it has none."""
-    from ..tokenizers.replies import reply_format_of
+    """The reply format of the tokenizer (`hf_mistral_kit.chat.templates.reply_format_of`), None when it has none."""
+    from ..chat.templates import reply_format_of
 
-    try:
-        return reply_format_of(tokenizer)
-    except ValueError:
-        return None
+    return reply_format_of(tokenizer)
 
 
 def reply_marks(tokenizer: Any) -> dict[int, str | None]:
     """The streamer's marks (`stream_reply`) for a reply's control tokens, so that the streamed text is the content
-    `parse_response` reads: every control token spelled out (its text is decoded apart from the text around it, as
-    the parser decodes it), except the end of the reply (nothing), [THINK] and [/THINK] (THINKING) and [TOOL_CALLS]
-    (the end of the streamed text) where the tokenizer's reply format reads them. {} for a template of no known
-    format (control tokens are left out of the text)."""
-    from ..chat.replies import TOOL_CALLS
-    from ..versions import THINK_TOKENS
+    `parse_response` reads: the format's own control tokens spelled out, except the end of the reply (nothing),
+    [THINK] and [/THINK] (THINKING) and [TOOL_CALLS] (the end of the streamed text); any other control token left
+    out. {} for a template of no known format (control tokens are left out of the text)."""
+    from ..versions import THINK_TOKENS, TOOL_CALLS
 
     fmt = _reply_format(tokenizer)
     if fmt is None:
         return {}
-    spelled = {token.content: i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
-    marks: dict[str, str | None] = {token: token for token in spelled}
+    from ..tokenizers.replies import control_tokens
+
+    spelled = {token: i for i, token in control_tokens(tokenizer).items()}
+    # the format's own control tokens spelled out, the others left out (as parse_response reads them)
+    structure = {*fmt.controls(), *fmt.anchor_controls}
+    marks: dict[str, str | None] = {token: token if token in structure else "" for token in spelled}
     marks.update(dict.fromkeys(fmt.ends, ""))
     if fmt.thinking:
         marks.update(zip(THINK_TOKENS, THINKING, strict=True))

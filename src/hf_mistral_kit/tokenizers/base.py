@@ -23,13 +23,11 @@ from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from ..chat.prepare import prepare_chat
-from ..chat.replies import reply_format_for
-from ..chat.templates import template_name
-from ..versions import CHATML, THINK_TOKENS, TokenizerKind, find_format, template_kind
+from ..chat.replies import has_thinking_tokens
+from ..chat.templates import reply_format_of, template_name
+from ..versions import CHATML, TokenizerKind, find_format, template_kind
 from .escaping import CHUNK_BREAK, ControlTokenEscaper
 
-# The key of tokenizer_config.json that says the kit saved the folder (and which Mistral tokenizer version it is).
-VERSION_KEY = "mistral_version"
 # What a saved tokenizer_config.json names: stock transformers (4.x and 5.x) loads tokenizer.json verbatim with it.
 SAVED_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 
@@ -54,11 +52,22 @@ class MistralTokenizerBase(TokenizersBackend):
         kwargs.setdefault("clean_up_tokenization_spaces", False)
         super().__init__(*args, mistral_version=mistral_version, **kwargs)
         self.mistral_version = mistral_version
-        # How replies of this version read back (`parse_response`, `transformers serve`); a saved one is kept.
-        response_template = kwargs.get("response_template") or getattr(self, "response_template", None)
-        if response_template is None and find_format(mistral_version, self.kind) is not None:
-            response_template = reply_format_for(mistral_version, self._has_thinking_tokens).response_template()
-        self.response_template = response_template
+        if kwargs.get("response_template") is not None:  # transformers releases that do not read it (< 5.13)
+            self.response_template = kwargs["response_template"]
+
+    @property
+    def response_template(self) -> dict[str, Any] | None:
+        """How this tokenizer's replies read back (transformers' `parse_response`, `transformers serve`): the one set
+        (a kit-saved folder's, `kit.apply_chat_template`'s, yours), else the format of the tokenizer's template and
+        version (`hf_mistral_kit.chat.templates.reply_format_of`)."""
+        if getattr(self, "_response_template", None) is not None:
+            return self._response_template
+        fmt = reply_format_of(self)
+        return fmt.response_template() if fmt is not None else None
+
+    @response_template.setter
+    def response_template(self, value: dict[str, Any] | None) -> None:
+        self._response_template = value
 
     @classmethod
     def convert_to_native_format(cls, trust_remote_code: bool = False, **kwargs: Any) -> dict[str, Any]:
@@ -97,7 +106,7 @@ class MistralTokenizerBase(TokenizersBackend):
     @cached_property
     def _has_thinking_tokens(self) -> bool:
         """Whether the vocabulary has v13's [THINK] and [/THINK] (a tekken v13 file may come without them)."""
-        return set(THINK_TOKENS) <= {t.content for t in self._tokenizer.get_added_tokens_decoder().values()}
+        return has_thinking_tokens(self)
 
     def _convert_encoding(
         self,

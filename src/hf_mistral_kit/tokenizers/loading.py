@@ -24,12 +24,13 @@ from ..versions import (
     CHATML_TOKENS,
     REFERENCE_FORMATS,
     TEKKEN_FILE,
+    VERSION_KEY,
     TokenizerKind,
     find_format,
     sentencepiece_version,
     versions,
 )
-from .base import VERSION_KEY, MistralTokenizerBase
+from .base import MistralTokenizerBase
 from .sentencepiece import VERSIONED_FILE, MistralSentencePieceTokenizer, file_version, read_sentencepiece
 from .tekken import MistralTekkenTokenizer, is_tekken_file
 
@@ -253,6 +254,8 @@ def _set_template(tokenizer: Any, directory: Path, config: dict[str, Any], kwarg
         tokenizer.chat_template = kwargs["chat_template"]
         return
     saved = _saved_template(directory, config)
+    if VERSION_KEY in config and isinstance(config.get("response_template"), dict):
+        tokenizer.response_template = config["response_template"]  # as saved (a custom one too)
     if VERSION_KEY in config and saved:
         tokenizer.chat_template = saved
         if saved not in {get_chat_template(name) for name in list_templates()}:
