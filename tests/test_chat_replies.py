@@ -15,7 +15,16 @@ from hf_mistral_kit.versions import CHATML, FORMATS, TEMPLATES, TokenizerVersion
 # control token counts only as its id, as in the kit's reader: the releases the tests compare with. 5.16 to 5.24 read
 # the same templates from decoded text; 5.10 (the lowest the kit supports) to 5.15 read none of them (another
 # `parse_response`, a `response_schema`), and there the kit's function is the way.
-HAS_RESPONSE_TEMPLATE = importlib.util.find_spec("transformers.utils.chat_parsing.token_ids") is not None
+
+
+def _has_token_id_parser() -> bool:
+    try:  # find_spec imports the parent package, which older releases do not have
+        return importlib.util.find_spec("transformers.utils.chat_parsing.token_ids") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+HAS_RESPONSE_TEMPLATE = _has_token_id_parser()
 if HAS_RESPONSE_TEMPLATE:
     from transformers.utils.chat_parsing import ResponseParser
     from transformers.utils.chat_parsing.response_templates import load_response_template

@@ -12,7 +12,6 @@ Two tokenizers: SentencePiece v3 (`[TOOL_CALLS] [{"name": ..., "arguments": ...,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -28,11 +27,12 @@ import pytest
 
 import hf_mistral_kit as kit
 from hf_mistral_kit.tiny import teach
+from test_chat_replies import HAS_RESPONSE_TEMPLATE
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        importlib.util.find_spec("transformers.utils.chat_parsing.token_ids") is None,
+        not HAS_RESPONSE_TEMPLATE,
         reason="transformers < 5.25: its `transformers serve` reads no `response_template` from token ids (5.10 to "
         "5.15 read replies with the older `response_schema`)",
     ),
