@@ -1,5 +1,8 @@
+import io
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -102,3 +105,22 @@ def tiny_checkpoints(kit_cache):
     from hf_mistral_kit.cli.demo import tiny_checkpoint
 
     return {kind: tiny_checkpoint(kind, root=kit_cache) for kind in ("mistral", "mixtral")}
+
+
+# The command line in this process (tests/test_cli.py, tests/test_cli_chat_tools.py).
+@pytest.fixture
+def run(monkeypatch, capsys):
+    """`hf-mistral-kit ARGS` in this process, for the many error paths where a subprocess would only add seconds of
+    imports: the same `main()` the console script calls, with stdin from `input`, as a CompletedProcess."""
+    from hf_mistral_kit.cli import main
+
+    def run(*args: str, input: str = "") -> subprocess.CompletedProcess:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(input))
+        try:
+            code = main(list(args))
+        except SystemExit as exited:  # argparse
+            code = exited.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run

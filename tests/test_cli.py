@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import signal
@@ -16,7 +15,7 @@ import pytest
 
 import hf_mistral_kit as kit
 from chats import TOOL_CHAT, TOOLS
-from hf_mistral_kit.cli import TEMPLATES, ExitCode, main
+from hf_mistral_kit.cli import TEMPLATES, ExitCode
 from reference_configs import MISTRAL_7B, MIXTRAL_8X7B, MIXTRAL_8X7B_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,23 +33,6 @@ def cli(*args: str, env: dict, input: str | None = None, timeout: float = 120) -
     return subprocess.run(
         [str(SCRIPT), *args], input=input, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-@pytest.fixture
-def run(monkeypatch, capsys):
-    """`hf-mistral-kit ARGS` in this process, for the many error paths where a subprocess would only add seconds of
-    imports: the same `main()` the console script calls, with stdin from `input`, as a CompletedProcess."""
-
-    def run(*args: str, input: str = "") -> subprocess.CompletedProcess:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(input))
-        try:
-            code = main(list(args))
-        except SystemExit as exited:  # argparse
-            code = exited.code
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-
-    return run
 
 
 def assert_user_error(result: subprocess.CompletedProcess, code: int, message: str) -> None:

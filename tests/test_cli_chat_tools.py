@@ -9,7 +9,6 @@ its prompt), as a model taught that reply would generate them.
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 import torch
 
 import hf_mistral_kit as kit
-from hf_mistral_kit.cli import ExitCode, main
+from hf_mistral_kit.cli import ExitCode
 from hf_mistral_kit.cli.chat import read_tools, reply_line, tool_call_line
 from hf_mistral_kit.tokenizers.replies import parse_response
 
@@ -135,22 +134,6 @@ def v3(tiny_checkpoints):
 def v13(mistral_file):
     """A tekken v13 tokenizer with [THINK] (`[THINK]...[/THINK]text[TOOL_CALLS]name[ARGS]{...}`)."""
     return kit.load_tokenizer(mistral_file("tekken-v13"))
-
-
-@pytest.fixture
-def run(monkeypatch, capsys):
-    """`hf-mistral-kit ARGS` in this process (stdin from `input`, not a terminal), as a CompletedProcess."""
-
-    def run(*args: str, input: str = "") -> subprocess.CompletedProcess:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(input))
-        try:
-            code = main(list(args))
-        except SystemExit as exited:  # argparse
-            code = exited.code
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-
-    return run
 
 
 def assert_user_error(result: subprocess.CompletedProcess, code: int, *messages: str) -> None:
