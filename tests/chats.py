@@ -316,6 +316,28 @@ BAD_THINKING = [
 ]
 
 
+# issue 19: text UTF-8 cannot hold (lone surrogates, and a pair written as two code points: tekken encodes them as
+# tiktoken does, SentencePiece refuses them) and JSON nested on either side of the depth mistral-common encodes (300
+# levels: both encode it; 2000: both refuse it). Deep values are built by functions (`_pick` calls them), as copying
+# them would recurse.
+SURROGATE_TEXT = ["a\udfffb", "\ud800", "\ud83d\ude00", "x\udc80\udc80", "[INST]\udfff"]
+SURROGATE_ARGUMENTS = [{"a\udfff": 1}, '{"x": "\\ud800"}', {"x": "\ud83d\ude00"}, {"x": ["\udfff"]}]
+
+
+def deep_value(levels: int) -> dict:
+    value: dict = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def deep_text(levels: int) -> str:
+    return '{"a": ' * (levels - 1) + "{}" + "}" * (levels - 1)
+
+
+DEEP_ARGUMENTS = [lambda: deep_value(300), lambda: deep_value(2000), lambda: deep_text(300), lambda: deep_text(2000)]
+
+
 def _id(draw, rnd, later=False):
     return _pick(
         draw,
@@ -354,6 +376,7 @@ def _content(draw, rnd, nonempty=False, later=False):
         (20, nonempty_text if nonempty else text),
         (5, lambda: _parts(draw, rnd, later)),
         (1, st.sampled_from(["", None, 5, {"text": "x"}])),
+        (1, st.sampled_from(SURROGATE_TEXT)),
     )
 
 
@@ -367,6 +390,8 @@ def _arguments(draw, rnd):
         (2, text),
         (2, st.sampled_from(["", "{}", "[1, 2]", "null", '"x"', "{bad json", "  5 ", None])),
         (1, st.sampled_from([[1], 5, True])),
+        (1, st.sampled_from(SURROGATE_ARGUMENTS)),
+        (1, lambda: rnd.choice(DEEP_ARGUMENTS)()),
     )
 
 
@@ -392,6 +417,8 @@ def _tool_content(draw, rnd):
         (2, lambda: _parts(draw, rnd)),
         (1, st.sampled_from(["", [], None])),
         (1, json_dict),
+        (1, st.sampled_from(SURROGATE_TEXT)),
+        (1, lambda: deep_text(rnd.choice([300, 2000]))),
     )
 
 
@@ -455,6 +482,8 @@ def _tool_schema(draw, rnd):
             (1, None),
             (1, [1]),
             (1, {1: 2}),
+            (1, lambda: {"type": "object", "x": deep_value(rnd.choice([300, 2000]))}),
+            (1, {"type": "object", "properties": {"c\udfff": {"type": "string", "description": "\ud800"}}}),
         )
     if rnd.random() < 0.1:
         function["strict"] = rnd.choice([True, False, "yes", "no", "True", "2", 2, 1, 0.0, None])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import hf_mistral_kit as kit
 from chats import TOOL_CHAT, TOOLS
 from hf_mistral_kit.cli import TEMPLATES, ExitCode
+from hf_mistral_kit.cli.common import CLIError
 from reference_configs import MISTRAL_7B, MIXTRAL_8X7B, MIXTRAL_8X7B_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,6 +206,149 @@ def test_render_bad_input_names_the_problem(stdin, message, run):
     result = run("render", "-", input=stdin)
     assert_user_error(result, ExitCode.USAGE, message)
     assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+# issue 19: the JSONL reader is linear in its input, and render reads a bounded input, refusing binary at once.
+
+
+class _ScannedText(str):
+    """A str that adds up how many characters its searching methods and slices look at."""
+
+    scanned = 0
+
+    def _add(self, start=None, end=None):
+        start, end, _ = slice(start, end).indices(len(self))
+        _ScannedText.scanned += max(end - start, 0)
+
+    def count(self, sub, start=None, end=None):
+        self._add(start, end)
+        return super().count(sub, start, end)
+
+    def find(self, sub, start=None, end=None):
+        self._add(start, end)
+        return super().find(sub, start, end)
+
+    def rfind(self, sub, start=None, end=None):
+        self._add(start, end)
+        return super().rfind(sub, start, end)
+
+    def index(self, sub, start=None, end=None):
+        self._add(start, end)
+        return super().index(sub, start, end)
+
+    def rindex(self, sub, start=None, end=None):
+        self._add(start, end)
+        return super().rindex(sub, start, end)
+
+    def splitlines(self, keepends=False):
+        self._add()
+        return super().splitlines(keepends)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            self._add(key.start, key.stop)
+        return super().__getitem__(key)
+
+
+def test_the_jsonl_reader_looks_at_each_character_a_bounded_number_of_times(monkeypatch):
+    """Structural, not timed: reading N lines scans O(N) characters (it scanned ~N**2 / 2 lines' worth before)."""
+    from hf_mistral_kit.cli.common import json_values
+
+    lines = 4000
+    text = "\n".join(json.dumps({"role": "user", "content": f"message {i}"}) for i in range(lines)) + "\n"
+    monkeypatch.setattr(_ScannedText, "scanned", 0)
+    values = json_values(_ScannedText(text), "<stdin>")
+    assert [line for line, _ in values] == list(range(1, lines + 1))
+    assert _ScannedText.scanned <= 2 * len(text), f"scanned {_ScannedText.scanned:,} characters of {len(text):,}"
+
+    # Line numbers stay exact across blank lines, several values on one line and values spanning lines.
+    mixed = '\n\n{"a": 1} {"b": 2}\n[1,\n 2]\n\n"s"\n'
+    assert [line for line, _ in json_values(mixed, "x")] == [3, 3, 4, 7]
+    late = '{"role": "user", "content": "a"}\n' * 3000 + '{"role": "user" "content": "b"}\n'
+    with pytest.raises(CLIError, match=r"^x: invalid JSON at line 3001, column 17: Expecting ',' delimiter\.$"):
+        json_values(late, "x")
+
+
+MEMORY_RUN = """
+import json, resource, subprocess, sys
+
+FEED = "import sys\\nwhile True: sys.stdout.buffer.write(b'{}\\\\n' * 65536)"
+script, source = sys.argv[1], sys.argv[2]
+
+def capped():  # a regression must not take the machine's memory: 2 GB of address space at most
+    resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+feeder = None
+if source == "/dev/zero":
+    stdin = open(source, "rb")
+else:  # an endless stream of text that is not binary
+    feeder = subprocess.Popen([sys.executable, "-c", FEED], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    stdin = feeder.stdout
+result = subprocess.run(
+    [script, "render", "--template", "mistral_v3", "-"], stdin=stdin, capture_output=True, text=True,
+    preexec_fn=capped, timeout=120,
+)
+if feeder is not None:
+    feeder.kill()
+    feeder.wait()
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"code": result.returncode, "stderr": result.stderr, "peak": peak}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("/dev/zero", "<stdin> is binary data, not text (byte 0x00 at offset 0): pass a JSON or JSONL"),
+        ("endless text", "<stdin> is larger than 256 MiB, the most the kit reads as one input: split it"),
+    ],
+    ids=["dev-zero", "endless-text"],
+)
+def test_render_of_an_endless_stdin_stops_with_a_usage_error_in_bounded_memory(cli_env, source, message):
+    """`hf-mistral-kit render - < /dev/zero` grew past 3.8 GB, then suggested --preset 4bit (render has none)."""
+    measured = subprocess.run(
+        [sys.executable, "-c", MEMORY_RUN, str(SCRIPT), source],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    result = json.loads(measured.stdout)
+    lines = result["stderr"].strip().splitlines()
+    assert result["code"] == ExitCode.USAGE and len(lines) == 1, result["stderr"]
+    assert lines[0].startswith("hf-mistral-kit render: error: ") and message in lines[0]
+    assert "preset" not in lines[0]
+    assert result["peak"] < 2**30, f"peak memory {result['peak'] / 2**20:.0f} MiB"
+
+
+def test_render_refuses_files_over_the_input_bound_and_says_so_in_its_help(run, tmp_path):
+    huge = tmp_path / "huge.jsonl"
+    huge.write_bytes(b'{"role": "user", "content": "a"}\n')
+    os.truncate(huge, 256 * 2**20 + 1)  # sparse: nothing is written, and nothing must be read
+    assert_user_error(run("render", str(huge)), ExitCode.USAGE, f"{huge} is larger than 256 MiB, the most the kit")
+    assert "(at most 256 MiB)" in run("render", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fix"),
+    [
+        (["render", "-"], "Render a smaller input: split the file"),
+        (["chat", "x", "--preset", "4bit"], "Try a shorter context or a smaller model (4bit is the smallest preset)."),
+    ],
+    ids=["render", "chat-4bit"],
+)
+def test_out_of_memory_suggests_a_smaller_preset_only_where_there_is_one(run, monkeypatch, args, fix):
+    import importlib
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(importlib.import_module(f"hf_mistral_kit.cli.{args[0]}"), "run", exhausted)
+    result = run(*args, input="[]")
+    assert_user_error(result, ExitCode.OUT_OF_MEMORY, f"out of memory (host RAM). {fix}")
+    if args[0] == "render":
+        assert "preset" not in result.stderr
 
 
 def test_render_missing_files_and_bad_options(cli_env, run, tmp_path):

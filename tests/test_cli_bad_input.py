@@ -18,8 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from gguf import GGUFValueType
 
 import hf_mistral_kit as kit
+from chats import deep_value
+from gguf_files import ARRAY, FLOAT32, INT32, NO_VOCABULARY, STRING, rewrite, with_vocabulary
+from hf_mistral_kit.chat.limits import MAX_NESTING, recursion_room
 from hf_mistral_kit.cli import ExitCode, main
 from reference_configs import MISTRAL_7B, MIXTRAL_8X7B
 
@@ -45,6 +49,22 @@ def _first_tensor(header: dict) -> str:
     return next(name for name in header if name != "__metadata__")
 
 
+GGUF_EDITS = {
+    "layers-float": {"llama.block_count": (2.5, FLOAT32)},
+    "layers-string": {"llama.block_count": ("2", STRING)},
+    "layers-array": {"llama.block_count": ([2, 2], ARRAY, INT32)},
+    "eps-nan": {"llama.attention.layer_norm_rms_epsilon": (float("nan"), FLOAT32)},
+    "freq-base-inf": {"llama.rope.freq_base": (float("inf"), FLOAT32)},
+    "context-2**63": {"llama.context_length": (2**63, GGUFValueType.UINT64)},
+    "bos-string": {"tokenizer.ggml.bos_token_id": ("1", STRING)},
+}
+TEKKEN_EDITS = {
+    "backtrack": lambda d: d["config"].update(pattern="(a+)+$|" + d["config"]["pattern"]),
+    "version-list": lambda d: d["config"].update(version=["v3"]),
+    "specials-1e9": lambda d: d["config"].update(default_num_special_tokens=1e9, default_vocab_size=1e9 + 131072),
+    "not-base64": lambda d: d["vocab"][300].update(token_bytes="!!!notbase64"),
+    "invalid-regex": lambda d: d["config"].update(pattern="(unclosed"),
+}
 HEADER_EDITS = {
     "header-list": lambda header: json.dumps(list(header)).encode(),
     "header-utf8": lambda header: b'{"\xff": 1}',
@@ -108,6 +128,28 @@ def corpus(tmp_path_factory) -> dict[str, str]:
     file("column.jsonl", b'{"role": "user", "content": "a"}\n{"role": "user" "content": "b"}\n')
     file("tokenizer.model", bytes(range(256)))
     file("a-file", b"not a directory")
+    # issue 19: input bounds, deep tool schemas, huge text, crafted tekken files
+    (root / "huge.jsonl").write_bytes(b'{"role": "user", "content": "a"}\n')
+    os.truncate(root / "huge.jsonl", 256 * 2**20 + 1)  # sparse: costs no disk
+    paths["huge.jsonl"] = str(root / "huge.jsonl")
+    for levels in (MAX_NESTING, 2000):
+        tools = [{"type": "function", "function": {"name": "f", "parameters": deep_value(levels)}}]
+        with recursion_room():
+            file(f"schema-{levels}.json", json.dumps({"messages": CONV, "tools": tools}).encode())
+    file("private-use.json", json.dumps([{"role": "user", "content": "\ue000" * 10_000_000}]).encode())
+    file("backtracks.json", json.dumps([{"role": "user", "content": "a" * 40 + "!"}]).encode())
+    gguf = kit.convert_checkpoint(kit.tiny_model("mistral"), root / "tiny.gguf", to="gguf")
+    for name, fields in GGUF_EDITS.items():
+        paths[f"gguf-{name}"] = str(
+            rewrite(gguf, root / f"gguf-{name}.gguf", set_fields=fields, drop_fields=NO_VOCABULARY)
+        )
+    paths["gguf-vocab-3m"] = str(with_vocabulary(gguf, root / "gguf-vocab-3m.gguf", 3_000_000))
+    paths["tiny.gguf"] = str(gguf)
+    nemo = json.loads(kit.reference_tokenizer_file("tekken").read_text(encoding="utf-8"))
+    for name, edit in TEKKEN_EDITS.items():
+        crafted = json.loads(json.dumps(nemo))
+        edit(crafted)
+        file(f"tekken_{name}.json", json.dumps(crafted).encode())
 
     hf = kit.tiny_model("mistral", vocab_size=256)  # small weights: every broken copy is cheap
     native = kit.tiny_model("mixtral", native=True, vocab_size=256)
@@ -198,6 +240,78 @@ def _cases() -> list[tuple]:
         ("render-deep", ["render", "{deep.json}"], USAGE, "nested too deeply for Python's JSON parser"),
         ("render-deep-stdin", ["render", "-"], USAGE, "nested too deeply", b'{"a":' * 50_000),
         ("render-tools-not-list", ["render", "{tools-not-list.json}"], USAGE, '"tools" must be a list'),
+        # issue 19: bounded input, JSON nested as deep as mistral-common encodes it, sizes, crafted tekken files
+        (
+            "render-zero-stdin",
+            ["render", "-"],
+            USAGE,
+            "<stdin> is binary data, not text (byte 0x00 at offset 0)",
+            bytes(2**16),
+        ),
+        (
+            "render-huge-file",
+            ["render", "{huge.jsonl}"],
+            USAGE,
+            "huge.jsonl is larger than 256 MiB, the most the kit reads",
+        ),
+        (
+            "render-jsonl-late-error",
+            ["render", "-"],
+            USAGE,
+            "<stdin>: invalid JSON at line 5001, column 17: Expecting ',' delimiter",
+            b'{"role": "user", "content": "a"}\n' * 5000 + b'{"role": "user" "content": "b"}\n',
+        ),
+        ("render-utf16-stdin", ["render", "-"], OK, None, json.dumps(CONV).encode("utf-16")),
+        (
+            "render-nul-late-stdin",
+            ["render", "-"],
+            USAGE,
+            "<stdin> holds NUL characters",
+            b'[{"role": "user", "content": "' + b"a" * 2**20 + b'\x00"}]',
+        ),
+        ("render-schema-deepest", ["render", "--template", "mistral_v3", f"{{schema-{MAX_NESTING}.json}}"], OK, None),
+        (
+            "render-schema-too-deep",
+            ["render", "--template", "mistral_v3", "{schema-2000.json}"],
+            USAGE,
+            f"tools[0]: parameters is nested 2000 levels deep; mistral-common encodes at most {MAX_NESTING}",
+        ),
+        (
+            "render-private-use",
+            ["render", "--template", "mistral_tekken_v3", "{private-use.json}"],
+            USAGE,
+            "the conversation's text is more than 8,388,608 bytes of UTF-8",
+        ),
+        (
+            "render-tekken-backtracks",
+            ["render", "--tokenizer", "{tekken_backtrack.json}", "--tokens", "{backtracks.json}"],
+            USAGE,
+            "cannot encode this text: the tokenizers library stopped with Onig",
+        ),
+        (
+            "render-tekken-version-list",
+            ["render", "--tokenizer", "{tekken_version-list.json}", "--tokens", "{conv.json}"],
+            USAGE,
+            "config.pattern and config.version must be strings",
+        ),
+        (
+            "render-tekken-specials-1e9",
+            ["render", "--tokenizer", "{tekken_specials-1e9.json}", "--tokens", "{conv.json}"],
+            USAGE,
+            "config.default_num_special_tokens must be an integer from 1 to 100,000, got 1000000000.0",
+        ),
+        (
+            "render-tekken-not-base64",
+            ["render", "--tokenizer", "{tekken_not-base64.json}", "--tokens", "{conv.json}"],
+            USAGE,
+            "its vocab is not a tekken vocabulary (Invalid base64-encoded string",
+        ),
+        (
+            "render-tekken-invalid-regex",
+            ["render", "--tokenizer", "{tekken_invalid-regex.json}", "--tokens", "{conv.json}"],
+            USAGE,
+            "config.pattern is not a regular expression the tokenizers library can run",
+        ),
         ("render-json-column", ["render", "{column.jsonl}"], USAGE, "line 2, column 17: Expecting ',' delimiter"),
         ("render-device", ["render", "/dev/zero"], USAGE, "is not a regular file (a device or socket)"),
         ("render-missing", ["render", "{root}/nope.json"], MISSING, "does not exist"),
@@ -208,6 +322,21 @@ def _cases() -> list[tuple]:
             USAGE,
             "cannot load the tokenizer",
         ),
+        # issue 19: GGUF metadata typed and checked on load (plan is the command that takes a GGUF file)
+        *[
+            (f"plan-gguf-{name}", ["plan", f"{{gguf-{name}}}", "--context", "8"], USAGE, message)
+            for name, message in {
+                "layers-float": "llama.block_count is stored as a float (2.5); it must be an integer from 1 to 4096",
+                "layers-string": "llama.block_count is stored as a string ('2')",
+                "layers-array": "llama.block_count is stored as an array of 2 integers ([2, 2])",
+                "eps-nan": "'llama.attention.layer_norm_rms_epsilon' must be a finite number above 0 and below 1",
+                "freq-base-inf": "'llama.rope.freq_base' must be a finite number above 0, got inf",
+                "context-2**63": "'llama.context_length' must be between 1 and 1073741824, got 9223372036854775808",
+                "bos-string": "tokenizer.ggml.bos_token_id is stored as a string ('1'); it must be an integer",
+                "vocab-3m": "tokenizer.ggml.tokens is an array of 3000000 entries, more than the largest vocabulary",
+            }.items()
+        ],
+        ("plan-gguf-tiny", ["plan", "{tiny.gguf}", "--context", "8"], OK, None),
         # chat: flags, non-checkpoints, broken checkpoints and configs, the Hub, stdin
         (
             "chat-temperature-negative",

@@ -1,5 +1,5 @@
 """issue 10: convert leaves no staging folder behind (SIGTERM, or a killed earlier run) and never copies a file from
-outside SRC into DST through a symbolic link."""
+outside SRC into DST through a symbolic link. issue 19: whatever the moment a GGUF conversion is killed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +81,106 @@ def test_staging_folders_of_killed_runs_are_removed_on_the_next_run(hf_source, t
         kit.convert_checkpoint(hf_source, tmp_path / "out", to="native")
     assert (tmp_path / "out" / "params.json").is_file() and not (tmp_path / "out" / STAGING_MARKER).exists()
     assert leftovers(tmp_path) == sorted([live.name, foreign.name])
+
+
+# issue 19: `convert --to gguf` stopped at a given moment of the conversion, which then waits for a line on stdin (the
+# test signals it first): right after its staging folder is created (before the folder's marker is written), and
+# once the finished DST.gguf is in place (before the staging folder is removed).
+KILLED_AT = """
+import pathlib, sys, tempfile
+from hf_mistral_kit.cli import main
+
+moment = sys.argv.pop(1)
+
+def pause_after(owner, name, when):
+    original = getattr(owner, name)
+
+    def paused(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if when(*args, **kwargs):
+            print(moment, flush=True)
+            sys.stdin.readline()
+        return result
+
+    setattr(owner, name, paused)
+
+if moment == "created":
+    pause_after(tempfile, "mkdtemp", lambda **kwargs: ".partial-" in kwargs.get("prefix", ""))
+else:
+    pause_after(pathlib.Path, "replace", lambda path, target: str(target).endswith(".gguf"))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def finish_killed_run(process, signum, parent, src, stdin=None):
+    """Wait for a convert process that got `signum` (giving it `stdin`); after a SIGKILL that left something, run the
+    next conversion into the same folder (which must remove it). Returns what `parent` held once the process was
+    gone, and what it holds in the end (the next run's own output removed)."""
+    _, err = process.communicate(stdin, timeout=120)
+    assert process.returncode == -signum, err  # the status the signal gives, after cleaning up
+    assert "Traceback" not in err
+    killed = sorted(path.name for path in parent.iterdir())
+    if signum == signal.SIGKILL and leftovers(parent):
+        with pytest.warns(UserWarning, match=r"removed .*\.x\.gguf\.partial-.*left behind by an interrupted"):
+            kit.convert_checkpoint(src, parent / "y.gguf", to="gguf")
+        (parent / "y.gguf").unlink()
+    return killed, sorted(path.name for path in parent.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("moment", "signum"),
+    [("created", signal.SIGTERM), ("created", signal.SIGKILL), ("published", signal.SIGKILL)],
+    ids=["created-SIGTERM", "created-SIGKILL", "published-SIGKILL"],
+)
+def test_convert_to_gguf_killed_at_its_delicate_moments_leaves_no_temporary(hf_source, tmp_path, moment, signum):
+    """The moments a staging folder was left: a SIGTERM before the clean-up was armed; a SIGKILL before the marker
+    was written or after it was removed (the next run took such a folder for someone else's)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_AT, moment, "convert", str(hf_source), str(out / "x.gguf"), "--to", "gguf"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline() == f"{moment}\n", process.communicate(timeout=120)[1]
+    process.send_signal(signum)
+    killed, left = finish_killed_run(process, signum, out, hf_source, stdin="\n")  # the line ends the pause
+    if signum == signal.SIGKILL:
+        assert leftovers(out) == [] and killed != left  # killed outright, it left its staging folder: now removed
+    assert left == (["x.gguf"] if moment == "published" else [])
+
+
+@pytest.fixture(scope="module")
+def larger_source():
+    """Big enough that writing its Q8_0 GGUF takes a noticeable moment (a third of a second here)."""
+    return kit.tiny_model("mistral", hidden_size=256, intermediate_size=1024, num_hidden_layers=4, head_dim=64)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("moment", ["staging folder", "GGUF file"])
+def test_the_console_script_killed_while_writing_a_gguf_leaves_no_temporary(larger_source, tmp_path, moment, signum):
+    """The real command, signalled as soon as its staging folder (or the GGUF file in it) appears: afterwards (after
+    the next run, for a SIGKILL) the folder holds no temporary, only DST.gguf if the signal came after it was done."""
+    out = tmp_path / "out"
+    out.mkdir()
+    command = Path(sys.executable).with_name("hf-mistral-kit")
+    process = subprocess.Popen(
+        [command, "convert", str(larger_source), str(out / "x.gguf"), "--to", "gguf", "--dtype", "q8_0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pattern = ".x.gguf.partial-*" if moment == "staging folder" else ".x.gguf.partial-*/x.gguf"
+    deadline = time.monotonic() + 120
+    while not list(out.glob(pattern)):
+        assert process.poll() is None, f"convert ended before its {moment} appeared: {process.communicate()[1]}"
+        assert time.monotonic() < deadline, f"no {moment} after 120 s"
+        time.sleep(0.001)
+    process.send_signal(signum)
+    _, left = finish_killed_run(process, signum, out, larger_source)
+    assert left in ([], ["x.gguf"])
 
 
 def test_symlinks_leaving_src_are_refused_and_nothing_is_written(hf_source, tmp_path):

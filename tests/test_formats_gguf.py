@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import shutil
+import struct
+import subprocess
+import sys
 import tempfile
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter, dequantize, quantize
+from gguf import GGMLQuantizationType, GGUFEndian, GGUFReader, GGUFValueType, dequantize, quantize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
@@ -22,6 +26,7 @@ from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
 import hf_mistral_kit as kit
 from chats import conversations, reference_ids, text
+from gguf_files import NO_VOCABULARY, entry, raw_gguf, rewrite, with_vocabulary
 from hf_mistral_kit.formats.errors import GGUFError
 from hf_mistral_kit.formats.gguf import gguf_reader, read_gguf_metadata
 from hf_mistral_kit.formats.gguf_vocabulary import (
@@ -29,8 +34,10 @@ from hf_mistral_kit.formats.gguf_vocabulary import (
     tokenizer_files_from_gguf_fields,
     tokenizer_from_gguf_fields,
 )
+from hf_mistral_kit.planning.memory import ModelShape
 
 Q8_0, Q4_K, Q6_K = GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K
+STRING, UINT32, FLOAT32 = GGUFValueType.STRING, GGUFValueType.UINT32, GGUFValueType.FLOAT32
 SMALL = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
 
@@ -480,44 +487,6 @@ def test_tokenizers_the_kit_cannot_vouch_for_are_refused(gguf_tokenizers, edit, 
 # --- refusals -------------------------------------------------------------------------------------------------------
 
 
-def rewrite(src, dst, *, set_fields=None, drop_fields=(), replace=None, drop_tensors=(), add_tensors=None):
-    """Copy GGUF `src` to `dst` with edits: fields set {name: (value, type)} or dropped, tensors replaced
-    {name: (raw data, type)}, dropped or added {name: float32 array}."""
-    reader = gguf_reader(src)
-    fields = {}
-    for name, field in reader.fields.items():
-        if name.startswith("GGUF.") or name == "general.architecture" or name in drop_fields:
-            continue
-        sub_type = field.types[-1] if field.types[0] == GGUFValueType.ARRAY else None
-        fields[name] = (field.contents(), field.types[0], sub_type)
-    for name, (value, kind) in (set_fields or {}).items():
-        sub_type = None
-        if kind == GGUFValueType.ARRAY:
-            sub_type = GGUFValueType.STRING if isinstance(value[0], str) else GGUFValueType.INT32
-        fields[name] = (value, kind, sub_type)
-    architecture = (set_fields or {}).get("general.architecture", ("llama",))[0]
-    fields.pop("general.architecture", None)
-    writer = GGUFWriter(dst, architecture)
-    for name, (value, kind, sub_type) in fields.items():
-        writer.add_key_value(name, value, kind, sub_type=sub_type)
-    for tensor in reader.tensors:
-        if tensor.name in drop_tensors:
-            continue
-        data, kind = (replace or {}).get(tensor.name, (tensor.data, tensor.tensor_type))
-        writer.add_tensor(tensor.name, np.ascontiguousarray(data), raw_dtype=kind)
-    for name, array in (add_tensors or {}).items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return dst
-
-
-NO_VOCABULARY = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
-STRING, UINT32, FLOAT32 = GGUFValueType.STRING, GGUFValueType.UINT32, GGUFValueType.FLOAT32
-
-
 @pytest.mark.parametrize(
     ("kind", "edits", "message"),
     [
@@ -582,3 +551,212 @@ def test_truncated_and_foreign_files_are_refused(ggufs, work):
             file.unlink()
         kit.convert_checkpoint(empty, work / "no-tokenizer.gguf", to="gguf")
     assert not (work / "no-tokenizer.gguf").exists()
+
+
+# --- metadata: typed, checked on every path, bounded ----------------------------------------------------------------
+
+ARRAY, STRING_ARRAY = GGUFValueType.ARRAY, (GGUFValueType.ARRAY, GGUFValueType.STRING)
+INT32, UINT64, BOOL = GGUFValueType.INT32, GGUFValueType.UINT64, GGUFValueType.BOOL
+NOT_INTEGER = "it must be an integer from 1 to 4096."
+# id -> (key, (value, type[, array item type]), message, refused by the tokenizer loader too): the values a file
+# stores in a type the key cannot have are refused wherever the file is read; impossible values where the config is.
+MALFORMED = {
+    "eps-nan": (
+        "llama.attention.layer_norm_rms_epsilon",
+        (math.nan, FLOAT32),
+        "'llama.attention.layer_norm_rms_epsilon' must be a finite number above 0 and below 1, got nan.",
+        False,
+    ),
+    "eps-string": (
+        "llama.attention.layer_norm_rms_epsilon",
+        ("1e-5", STRING),
+        "layer_norm_rms_epsilon is stored as a string ('1e-5'); it must be a float above 0 and below 1.",
+        True,
+    ),
+    "freq-base-inf": ("llama.rope.freq_base", (math.inf, FLOAT32), "must be a finite number above 0, got inf.", False),
+    "context-2**63": (
+        "llama.context_length",
+        (2**63, UINT64),
+        "'llama.context_length' must be between 1 and 1073741824, got 9223372036854775808.",
+        False,
+    ),
+    "layers-float": ("llama.block_count", (2.5, FLOAT32), f"stored as a float (2.5); {NOT_INTEGER}", True),
+    "layers-string": ("llama.block_count", ("2", STRING), f"stored as a string ('2'); {NOT_INTEGER}", True),
+    "layers-array": (
+        "llama.block_count",
+        ([2, 2], ARRAY, UINT32),
+        f"stored as an array of 2 integers ([2, 2]); {NOT_INTEGER}",
+        True,
+    ),
+    "layers-bool": ("llama.block_count", (True, BOOL), f"stored as a bool (True); {NOT_INTEGER}", True),
+    "heads-per-layer-floats": (
+        "llama.attention.head_count",
+        ([4.0, 4.0], ARRAY, FLOAT32),
+        "stored as an array of 2 floats ([4.0, 4.0]); it must be an integer from 1 to 4096, or one per layer",
+        True,
+    ),
+    "heads-per-layer-3-of-2": (
+        "llama.attention.head_count",
+        ([4, 4, 4], ARRAY, UINT32),
+        "llama.attention.head_count holds 3 per-layer values, but llama.block_count is 2",
+        False,
+    ),
+    "gating-float": (
+        "llama.expert_gating_func",
+        (1.0, FLOAT32),
+        "llama.expert_gating_func is stored as a float (1.0); it must be an integer.",
+        True,
+    ),
+    "bos-string": (
+        "tokenizer.ggml.bos_token_id",
+        ("1", STRING),
+        "tokenizer.ggml.bos_token_id is stored as a string ('1'); it must be an integer.",
+        True,
+    ),
+    "bos-out-of-range": (
+        "tokenizer.ggml.bos_token_id",
+        (2**32 - 1, UINT32),
+        "tokenizer.ggml.bos_token_id is 4294967295; a token id must be from 0 to 31999",
+        False,
+    ),
+    "tokens-integers": (
+        "tokenizer.ggml.tokens",
+        ([0, 1, 2], ARRAY, INT32),
+        "tokenizer.ggml.tokens is stored as an array of 3 integers ([0, 1, 2]); it must be an array of strings.",
+        True,
+    ),
+    "scores-strings": (
+        "tokenizer.ggml.scores",
+        (["0.0"], *STRING_ARRAY),
+        "tokenizer.ggml.scores is stored as an array of 1 string (['0.0']); it must be an array of floats.",
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_metadata_is_refused_on_every_path(case, ggufs, work):
+    key, stored, message, typed = MALFORMED[case]
+    broken = rewrite(
+        ggufs["mistral", "f32"], work / f"malformed-{case}.gguf", set_fields={key: stored}, drop_fields=NO_VOCABULARY
+    )
+    paths = {
+        "AutoConfig": kit.AutoConfig.from_pretrained,
+        "AutoModelForCausalLM": kit.AutoModelForCausalLM.from_pretrained,
+        "load_model": lambda path: kit.load_model(path, "cpu"),
+        "plan": lambda path: ModelShape.from_config(path, mistral_only=True),
+    }
+    if typed:
+        paths["load_gguf_tokenizer"] = kit.load_gguf_tokenizer
+    for name, load in paths.items():
+        with pytest.raises(GGUFError) as refusal:
+            load(broken)
+        assert str(refusal.value).startswith(f"{broken}: "), name
+        assert message in str(refusal.value), name
+
+
+def test_one_value_per_layer_loads_as_llama_cpp_reads_it(ggufs, work):
+    per_layer = {
+        "llama.attention.head_count": ([4, 4], ARRAY, UINT32),
+        "llama.feed_forward_length": ([128, 128], ARRAY),
+    }
+    path = rewrite(ggufs["mistral", "f32"], work / "per-layer.gguf", set_fields=per_layer, drop_fields=NO_VOCABULARY)
+    config = kit.AutoConfig.from_pretrained(path)
+    assert (config.num_attention_heads, config.intermediate_size) == (4, 128)
+
+
+def test_the_kit_reads_what_the_gguf_package_reads(ggufs, work):
+    """The kit's own header reader (`gguf_container`) against gguf.GGUFReader: every value and tensor, little- and
+    big-endian files, float and quantized tensors."""
+    big_endian = rewrite(ggufs["mixtral", "f32"], work / "big-endian.gguf", endianess=GGUFEndian.BIG)
+    for path in (ggufs["mixtral", "q8_0"], ggufs["mistral", "f32"], big_endian):
+        reference, read = GGUFReader(path), gguf_reader(path)
+        assert read.fields == {k: f.contents() for k, f in reference.fields.items() if not k.startswith("GGUF.")}
+        assert [t.name for t in read.tensors] == [t.name for t in reference.tensors]
+        for ours, theirs in zip(read.tensors, reference.tensors, strict=True):
+            assert (ours.tensor_type, list(ours.shape), ours.n_bytes) == (
+                theirs.tensor_type,
+                theirs.shape.tolist(),
+                theirs.n_bytes,
+            )
+            assert ours.data.dtype == theirs.data.dtype and np.array_equal(ours.data, theirs.data)
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ((2**40, b""), r"more than 2097152 keys and array entries"),
+        (
+            (1, entry("general.name", STRING, struct.pack("<Q", 2**40))),
+            r"more than 64 MB of text \(at general\.name\)",
+        ),
+        ((1, entry("a", ARRAY, struct.pack("<IQ", ARRAY, 1))), r"a is an array of arrays, which llama\.cpp"),
+        ((1, entry("a", ARRAY, struct.pack("<IQ", STRING, 2**20))), r"a is an array of 1048576 entries, more than"),
+        ((1, entry("a", STRING, struct.pack("<Q", 2) + b"\xff\xfe")), r"a holds text that is not UTF-8"),
+        ((1, entry("a", 13, b"")), r"a has GGUF value type 13, which does not exist"),
+        ((2, entry("a", UINT32, b"\0" * 4) * 2), r"metadata key a appears twice"),
+        ((1, entry("general.alignment", UINT32, struct.pack("<I", 24))), r"general\.alignment .*power of two"),
+        ((1, entry("a", UINT32, b"")), r"is truncated or corrupted \(a ends past the end of the file\)"),
+    ],
+    ids=["keys", "text", "nested", "long-array", "utf-8", "type", "twice", "alignment", "truncated"],
+)
+def test_headers_are_bounded_before_anything_is_decoded(keys, message, work):
+    with pytest.raises(GGUFError, match=message):
+        gguf_reader(raw_gguf(work / "raw.gguf", keys))
+
+
+VOCABULARY_PROBE = """
+import json, resource, sys, time
+import hf_mistral_kit as kit
+from hf_mistral_kit.planning.memory import ModelShape
+
+def peak_kb():
+    # Linux carries a process's peak RSS across exec, so ru_maxrss here starts at pytest's own; VmHWM is this image's.
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+allowed, huge = sys.argv[1:]
+results = {"allowed": (kit.AutoConfig.from_pretrained(allowed).vocab_size, peak_kb())}
+for name, load in {
+    "AutoConfig": kit.AutoConfig.from_pretrained,
+    "AutoModelForCausalLM": kit.AutoModelForCausalLM.from_pretrained,
+    "load_model": lambda path: kit.load_model(path, "cpu"),
+    "plan": lambda path: ModelShape.from_config(path, mistral_only=True),
+    "load_gguf_tokenizer": kit.load_gguf_tokenizer,
+}.items():
+    start = time.monotonic()
+    try:
+        load(huge)
+        results[name] = ("loaded", time.monotonic() - start, peak_kb())
+    except Exception as error:
+        results[name] = (f"{type(error).__name__}: {error}", time.monotonic() - start, peak_kb())
+print(json.dumps(results))
+"""
+
+
+def test_a_huge_vocabulary_is_refused_before_it_is_read(ggufs, work):
+    """A 3,000,000-token vocabulary is refused from the header on every path, in bounded memory (the gguf package's
+    reader took 5.6 GB and 150 s to fail); one of the largest vocabulary the kit accepts loads in bounded memory."""
+    from hf_mistral_kit.formats.hyperparameters import MAX_VOCAB
+
+    allowed = with_vocabulary(ggufs["mistral", "f32"], work / "vocabulary-allowed.gguf", MAX_VOCAB)
+    huge = with_vocabulary(ggufs["mistral", "f32"], work / "vocabulary-3m.gguf", 3_000_000)
+    probe = subprocess.run(
+        [sys.executable, "-c", VOCABULARY_PROBE, str(allowed), str(huge)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    results = json.loads(probe.stdout.splitlines()[-1])
+    assert max(result[-1] for result in results.values()) < 2**20, f"peak memory (KB) reached 1 GiB: {results}"
+    assert results.pop("allowed")[0] == 32000  # llama.vocab_size; the tokens only pad the metadata
+    for name, (outcome, *_) in results.items():
+        assert outcome.startswith(
+            f"GGUFError: {huge}: tokenizer.ggml.tokens is an array of 3000000 entries, more than the largest "
+            f"vocabulary the kit accepts ({MAX_VOCAB})"
+        ), name

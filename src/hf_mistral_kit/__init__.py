@@ -41,6 +41,7 @@ _EXPORTS = {
     "MistralSentencePieceTokenizer": "tokenizers.sentencepiece",
     "MistralTekkenTokenizer": "tokenizers.tekken",
     "MistralTokenizerBase": "tokenizers.base",
+    "TokenizerFileError": "tokenizers.errors",
     "ConversationError": "chat.errors",
     "ValidationMode": "chat.errors",
     "prepare_chat": "chat.prepare",
@@ -89,6 +90,7 @@ __all__ = [
     "MistralSentencePieceTokenizer",
     "MistralTekkenTokenizer",
     "MistralTokenizerBase",
+    "TokenizerFileError",
     "ValidationMode",
     "apply_chat_template",
     "get_chat_template",
@@ -170,6 +172,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported ea
     from .planning.presets import PRESETS, Preset, PresetError, ResolvedPreset, resolve_preset
     from .tiny import tiny_model
     from .tokenizers.base import MistralTokenizerBase
+    from .tokenizers.errors import TokenizerFileError
     from .tokenizers.loading import load_tokenizer, reference_tokenizer_file
     from .tokenizers.replies import parse_response
     from .tokenizers.sentencepiece import MistralSentencePieceTokenizer

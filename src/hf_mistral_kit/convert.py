@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,7 +19,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,45 +121,88 @@ STAGING_MARKER = ".hf-mistral-kit-staging"
 @contextmanager
 def staged(dst: Path, *, file: bool = False) -> Iterator[Path]:
     """A staging directory to build `dst` in: on success it becomes `dst` (or, with `file`, its file `dst.name`
-    does); on any failure, SIGTERM included, it is removed."""
-    with removed_on_sigterm():
-        staging = staging_dir(dst)
+    does); on any failure, SIGTERM included, it is removed.
+
+    A SIGTERM that arrives while the directory is created or the result put in place takes effect right after, so
+    that no step is left half done; a process killed outright (SIGKILL) leaves a directory `staging_dir` recognizes.
+    """
+    with removed_on_sigterm() as sigterm:
+        staging = None
         try:
+            with sigterm.deferred():
+                staging = staging_dir(dst)
             yield staging
-            (staging / STAGING_MARKER).unlink()
-            if file:
-                (staging / dst.name).replace(dst)
-                shutil.rmtree(staging)
-            else:
-                if dst.exists():
-                    dst.rmdir()
-                staging.rename(dst)
+            with sigterm.deferred():
+                if file:
+                    (staging / dst.name).replace(dst)
+                    _remove_staging_dir(staging)
+                else:
+                    if dst.exists():
+                        dst.rmdir()
+                    staging.rename(dst)
+                    (dst / STAGING_MARKER).unlink()  # last: killed before it, the complete `dst` keeps a stray marker
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging is not None:
+                with sigterm.deferred():
+                    _remove_staging_dir(staging)
             raise
 
 
 def staging_dir(dst: Path) -> Path:
-    """A new hidden directory beside `dst` to build it in (renamed to `dst` when complete).
+    """A new hidden directory beside `dst` to build it in (renamed to `dst` when complete), named
+    `.DST.partial-PID-XXXXXXXX` after the process that builds it and holding STAGING_MARKER.
 
     Staging directories that an earlier process left beside `dst` when it was killed are removed first, with a warning.
     """
     for stale in _stale_staging_dirs(dst.parent):
-        shutil.rmtree(stale, ignore_errors=True)
+        _remove_staging_dir(stale)
         warnings.warn(f"removed {stale}, left behind by an interrupted conversion or build.", stacklevel=3)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-{os.getpid()}-", dir=dst.parent))
     (staging / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
     return staging
 
 
+def _remove_staging_dir(staging: Path) -> None:
+    """Remove a staging directory, its marker last: a process killed while removing it leaves a directory that is
+    still recognizably a staging one (see `_stale_staging_dirs`)."""
+    try:
+        entries = [entry for entry in staging.iterdir() if entry.name != STAGING_MARKER]
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    (staging / STAGING_MARKER).unlink(missing_ok=True)
+    with suppress(OSError):  # something appeared in it meanwhile, or it is gone: not ours to force
+        staging.rmdir()
+
+
+# `staging_dir`'s names: `.DST.partial-PID-` and tempfile's eight random characters.
+_STAGING_NAME = re.compile(r"\..+\.partial-(?P<pid>[0-9]+)-[a-z0-9_]{8}")
+
+
 def _stale_staging_dirs(parent: Path) -> list[Path]:
+    """Staging directories in `parent` whose process is gone: marked by a process of this host that no longer runs,
+    or, unmarked (killed between creating the directory and completing its marker, or while removing it), empty
+    but for an unreadable marker and named after a process of this host that no longer runs."""
     stale = []
     for path in parent.glob(".*.partial-*"):
         try:
             owner = json.loads((path / STAGING_MARKER).read_text())
             pid, host = int(owner["pid"]), owner["host"]
         except (OSError, ValueError, KeyError, TypeError):
-            continue  # not ours, or being created right now
+            pid, host = None, None  # missing, half written, or not ours: judged by its name and contents below
+        if pid is None:
+            name = _STAGING_NAME.fullmatch(path.name)
+            try:
+                empty = path.is_dir() and all(entry.name == STAGING_MARKER for entry in path.iterdir())
+            except OSError:
+                continue
+            if name is None or not empty:
+                continue  # not ours, or a complete directory someone else made: left alone
+            pid, host = int(name["pid"]), socket.gethostname()
         if host == socket.gethostname() and not _process_alive(pid):
             stale.append(path)
     return stale
@@ -174,23 +218,52 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+class _SigtermState:
+    """What `removed_on_sigterm` yields: `deferred()` holds a SIGTERM back until the end of a block."""
+
+    def __init__(self, active: bool):
+        self.active = active
+        self.held = False
+        self.pending = False
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A SIGTERM arriving within the block raises when the block ends (at once if it was already held)."""
+        if not self.active or self.held:
+            yield
+            return
+        self.held = True
+        try:
+            yield
+        finally:
+            self.held = False
+            if self.pending:
+                self.pending = False
+                raise _Terminated
+
+
 @contextmanager
-def removed_on_sigterm() -> Iterator[None]:
+def removed_on_sigterm() -> Iterator[_SigtermState]:
     """Within the block, SIGTERM raises (so `except BaseException` clean-ups run) and then ends the process as the
-    signal would have. Only in the main thread and when nobody else handles SIGTERM; otherwise does nothing."""
+    signal would have. Only in the main thread and when nobody else handles SIGTERM; otherwise does nothing (and the
+    yielded state's `deferred()` neither)."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
         signal.SIG_DFL,
         None,
     ):
-        yield
+        yield _SigtermState(active=False)
         return
+    state = _SigtermState(active=True)
 
     def terminate(signum: int, frame: Any) -> None:
+        if state.held:
+            state.pending = True
+            return
         raise _Terminated
 
     signal.signal(signal.SIGTERM, terminate)
     try:
-        yield
+        yield state
     except _Terminated:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)  # dies here, with the status a SIGTERM gives

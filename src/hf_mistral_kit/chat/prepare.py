@@ -34,8 +34,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..versions import CHATML, TEMPLATES, find_format, template_kind, template_version
+from ..versions import CHATML, TEMPLATES, TokenizerKind, find_format, template_kind, template_version
 from .errors import ConversationError, ValidationMode
+from .limits import fit_text, recursion_room
 from .normalization import normalizer_for
 from .plain import describe, plain_tools, to_plain
 from .reading import Reader
@@ -104,7 +105,10 @@ def prepare_chat(
             f"{template} has no format for documents (mistral-common neither), so they would be left out.",
             "Put the documents' text into a system or user message.",
         )
-    read = [reader.read(index, message) for index, message in enumerate(messages)]
+    # Arguments and tool results are parsed and written again as JSON (recursive code, given the stack for data as
+    # deep as `limits.MAX_NESTING`); tool schemas are checked at the caller's recursion limit, as mistral-common does.
+    with recursion_room():
+        read = [reader.read(index, message) for index, message in enumerate(messages)]
     if continue_final_message:
         if not read or read[-1].role != "assistant":
             raise ConversationError(
@@ -114,9 +118,14 @@ def prepare_chat(
             )
         read[-1].prefix = True
     checked_tools = reader.read_tools(plain_tool_list or [])
-    validator.validate(read, checked_tools)
-    normalizer.check_runs(read)
-    return PreparedChat([normalizer.output(m) for m in read], checked_tools or None, None)
+    with recursion_room():
+        validator.validate(read, checked_tools)
+        normalizer.check_runs(read)
+        output = [normalizer.output(m) for m in read]
+    output, checked_tools = fit_text(
+        output, checked_tools or None, replace_surrogates=template_kind(template) is TokenizerKind.tekken
+    )
+    return PreparedChat(output, checked_tools, None)
 
 
 def _rules_version(template: str, version: str | None) -> Any:

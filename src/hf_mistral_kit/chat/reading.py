@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from .errors import ConversationError
+from .limits import json_text_too_deep, nesting, too_deep
 from .plain import describe
 
 # mistral-common's pattern for function names, applied with re.match as it does (so "$" also matches before a final
@@ -65,6 +66,9 @@ def dumps(message: Message | int, where: str, value: Any, ensure_ascii: bool = F
 def normalized_json(message: Message | int, where: str, text: str) -> str:
     """The JSON mistral-common writes for a tool result or arguments given as `text`: parsed and re-serialized
     when it is JSON ({} when empty), else the text as a JSON string."""
+    deep = json_text_too_deep(text, where)
+    if deep:
+        raise fail(message, deep, "Flatten it.")
     try:
         value = json.loads(text or "{}")
     except json.JSONDecodeError:
@@ -237,6 +241,9 @@ class Reader:
             raise fail(message, f"{where} has no 'arguments'.", "Add 'arguments' ({} for none).")
         arguments = function["arguments"]
         if isinstance(arguments, dict):
+            deep = too_deep(nesting(arguments), f"{where} arguments")
+            if deep:
+                raise fail(message, deep, "Flatten them.")
             arguments = dumps(message, where, arguments, ensure_ascii=True)  # pydantic's FunctionCall does this
         elif arguments is None:
             arguments = "{}"
@@ -290,6 +297,9 @@ class Reader:
             strict = function.get("strict")
             if strict is not None and not _lax_bool(strict):
                 raise ConversationError(where, f"strict is {describe(strict)}.", "Make it true or false.")
+            deep = too_deep(nesting(parameters), "parameters")
+            if deep:
+                raise ConversationError(where, deep, "Flatten the schema.")
             self.check_schema(where, parameters)
             if not NAME_RE.match(name):
                 raise ConversationError(
@@ -307,6 +317,13 @@ class Reader:
 
         try:
             validate_json_schema_by_draft7(value=parameters)
+        except RecursionError:
+            raise ConversationError(
+                where,
+                "parameters is nested too deeply for the draft-7 schema check, which recurses into each subschema "
+                "(mistral-common's check fails on it too).",
+                "Flatten the schema.",
+            ) from None
         except Exception as error:  # jsonschema's SchemaError (as ValueError), or what it raises on odd data
             raise ConversationError(
                 where, f"parameters is not a valid JSON schema (draft 7): {error}", "Fix the schema."

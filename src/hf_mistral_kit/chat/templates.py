@@ -15,6 +15,7 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 from ..versions import CHATML, CHATML_TOKENS, FORMATS, VERSION_KEY, TokenizerVersion
 from .errors import ValidationMode
+from .limits import recursion_room
 from .prepare import prepare_chat
 from .replies import ReplyV1, has_thinking_tokens, reply_format_for
 
@@ -75,17 +76,18 @@ def render(
         continue_final_message=continue_final_message,
         add_generation_prompt=add_generation_prompt,
     )
-    rendered, _ = render_jinja_template(
-        conversations=[chat.messages],
-        tools=chat.tools,
-        documents=chat.documents,
-        chat_template=source,
-        add_generation_prompt=add_generation_prompt,
-        continue_final_message=continue_final_message and name is None,
-        bos_token=bos_token,
-        eos_token=eos_token,
-        **kwargs,
-    )
+    with recursion_room():  # transformers copies the data recursively, and tool schemas may be deep
+        rendered, _ = render_jinja_template(
+            conversations=[chat.messages],
+            tools=chat.tools,
+            documents=chat.documents,
+            chat_template=source,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message and name is None,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            **kwargs,
+        )
     return rendered[0]
 
 

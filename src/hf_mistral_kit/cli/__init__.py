@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from ..versions import TEMPLATES
-from .common import EXIT_CODE_MEANINGS, CLIError, ExitCode
+from .common import EXIT_CODE_MEANINGS, MAX_INPUT_BYTES, CLIError, ExitCode
 
 PROG = "hf-mistral-kit"
 EXIT_CODES = "\n".join(f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         "line. --tokens and --check use the real Mistral tokenizer of the template (v1 or v3; chatml tokenizes like "
         "Mistral-7B-OpenOrca) unless --tokenizer names one.",
     )
-    render.add_argument("file", metavar="FILE", help="conversation file, or - for stdin")
+    render.add_argument(
+        "file", metavar="FILE", help=f"conversation file, or - for stdin (at most {MAX_INPUT_BYTES // 2**20} MiB)"
+    )
     which = render.add_mutually_exclusive_group()
     which.add_argument("--template", choices=TEMPLATES, help="template (default: mistral_v1)")
     which.add_argument("--tokenizer", metavar="PATH", help="tokenizer file or checkpoint directory (its template)")
@@ -204,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
         return ExitCode.OK
     except MemoryError:
-        _error(args.command, "out of memory (host RAM). Try a smaller preset (--preset 4bit) or a shorter context.")
+        _error(args.command, f"out of memory (host RAM). {_out_of_memory_fix(args)}")
         return ExitCode.OUT_OF_MEMORY
     except UnicodeEncodeError as error:
         if _is_output_encoding_error(error):
@@ -217,9 +219,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     except Exception as error:
         if _is_out_of_memory(error):
-            _error(args.command, f"out of memory: {error} Try a smaller preset (--preset 4bit) or context.")
+            _error(args.command, f"out of memory: {error} {_out_of_memory_fix(args)}")
             return ExitCode.OUT_OF_MEMORY
         raise
+
+
+def _out_of_memory_fix(args: argparse.Namespace) -> str:
+    """What to change when a command runs out of memory: a smaller preset where the command has --preset (and did
+    not just try 4bit), else what the command's input or the machine allows."""
+    preset = getattr(args, "preset", None)
+    if preset == "4bit":
+        return "Try a shorter context or a smaller model (4bit is the smallest preset)."
+    if preset is not None:
+        return "Try a smaller preset (--preset 4bit) or a shorter context."
+    if args.command == "render":
+        return "Render a smaller input: split the file (JSONL: fewer conversations per file)."
+    return "Free memory (close other programs) and run it again."
 
 
 def _is_output_encoding_error(error: UnicodeEncodeError) -> bool:

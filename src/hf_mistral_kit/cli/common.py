@@ -11,6 +11,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+from ..chat.limits import MAX_NESTING, recursion_room
 from ..hub import CACHE_ENV, cache_dir
 
 __all__ = ["CACHE_ENV", "CLIError", "ExitCode", "cache_dir", "existing_path", "read_conversations", "read_text"]
@@ -74,27 +75,85 @@ def checked_text(value: str, what: str) -> str:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+# The most a conversation input (a render FILE, stdin, a --tools file) may hold, read in chunks and refused beyond,
+# so that an endless stream (`render - < /dev/zero`, a runaway pipe) ends in an error instead of exhausting memory.
+# One conversation holds at most the chat package's MAX_CHAT_BYTES of text (hf_mistral_kit.chat.limits), which JSON
+# may spell with up to six bytes per character (\uXXXX escapes); a JSONL file holds many conversations, one a line.
+# 256 MiB keeps room for several of the largest conversations, however written, and bounds the bytes held at once.
+MAX_INPUT_BYTES = 256 * 2**20
+_CHUNK = 2**20  # read at a time; a NUL byte in the first chunk (without a UTF-16/32 byte-order mark) means binary
+
+
 def read_text(source: str) -> str:
     """The contents of a file, or of stdin for '-', decoded: UTF-8 (with or without a byte-order mark), or UTF-16/32
-    with a byte-order mark. Anything else (another encoding, binary data) is a one-line error naming the fix."""
+    with a byte-order mark. Anything else (another encoding, binary data, more than MAX_INPUT_BYTES) is a one-line
+    error naming the fix; binary data is recognized in the first chunk read, without reading on."""
     name = "<stdin>" if source == "-" else source
     if source == "-":
         stream = getattr(sys.stdin, "buffer", None)
         if stream is None:  # a text stream without bytes underneath (tests, embedding applications)
-            return checked_text(sys.stdin.read(), name)
-        data = stream.read()
-    else:
-        path = existing_path(source, "Input file")
-        kind = path.stat().st_mode
-        if stat.S_ISDIR(kind):
-            raise CLIError(f"{source} is a directory; expected a JSON or JSONL file.")
-        if not (stat.S_ISREG(kind) or stat.S_ISFIFO(kind)):
-            raise CLIError(f"{source} is not a regular file (a device or socket); expected a JSON or JSONL file.")
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise CLIError(f"cannot read {source}: {error.strerror or error}.", ExitCode.MISSING) from None
+            return checked_text(_read_bounded_text(sys.stdin, name), name)
+        return decode(_read_bounded(stream, name), name)
+    path = existing_path(source, "Input file")
+    kind = path.stat()
+    if stat.S_ISDIR(kind.st_mode):
+        raise CLIError(f"{source} is a directory; expected a JSON or JSONL file.")
+    if not (stat.S_ISREG(kind.st_mode) or stat.S_ISFIFO(kind.st_mode)):
+        raise CLIError(f"{source} is not a regular file (a device or socket); expected a JSON or JSONL file.")
+    if kind.st_size > MAX_INPUT_BYTES:
+        raise CLIError(_too_large(name))
+    try:
+        with path.open("rb") as stream:
+            data = _read_bounded(stream, name)
+    except OSError as error:
+        raise CLIError(f"cannot read {source}: {error.strerror or error}.", ExitCode.MISSING) from None
     return decode(data, name)
+
+
+def _too_large(name: str) -> str:
+    return (
+        f"{name} is larger than {MAX_INPUT_BYTES // 2**20} MiB, the most the kit reads as one input: split it into "
+        "smaller files (JSONL: fewer conversations per file)."
+    )
+
+
+def _read_bounded(stream: Any, name: str) -> bytearray:
+    """All of a binary stream, in chunks: binary data is refused at its first chunk, and more than MAX_INPUT_BYTES
+    as soon as it is read."""
+    data = bytearray()
+    while chunk := stream.read(min(_CHUNK, MAX_INPUT_BYTES + 1 - len(data))):
+        if not data:
+            _refuse_binary(chunk, name)
+        data += chunk
+        if len(data) > MAX_INPUT_BYTES:
+            raise CLIError(_too_large(name))
+    return data
+
+
+def _read_bounded_text(stream: Any, name: str) -> str:
+    """`_read_bounded` for a text stream, its size counted in UTF-8 bytes."""
+    chunks, size = [], 0
+    while chunk := stream.read(_CHUNK):
+        if not chunks and "\x00" in chunk:
+            raise CLIError(_NUL_CHARACTERS.format(name=name))
+        chunks.append(chunk)
+        size += len(chunk.encode("utf-8", "surrogatepass"))
+        if size > MAX_INPUT_BYTES:
+            raise CLIError(_too_large(name))
+    return "".join(chunks)
+
+
+def _refuse_binary(head: bytes | bytearray, name: str) -> None:
+    """A first chunk holding a NUL byte, without a UTF-16/32 byte-order mark (whose text holds NULs), is binary."""
+    offset = head.find(b"\x00")
+    if offset >= 0 and not any(head.startswith(bom) for bom, _ in _BOMS):
+        raise CLIError(_BINARY.format(name=name, byte=0, offset=offset))
+
+
+_BINARY = (
+    "{name} is binary data, not text (byte 0x{byte:02x} at offset {offset}): pass a JSON or JSONL conversation file."
+)
+_NUL_CHARACTERS = "{name} holds NUL characters: binary data, not a JSON or JSONL conversation file."
 
 
 _BOMS = (
@@ -106,7 +165,7 @@ _BOMS = (
 )
 
 
-def decode(data: bytes, name: str) -> str:
+def decode(data: bytes | bytearray, name: str) -> str:
     """`data` as text (see `read_text`)."""
     encoding, skip = "utf-8", 0
     for bom, bom_encoding in _BOMS:
@@ -114,20 +173,17 @@ def decode(data: bytes, name: str) -> str:
             encoding, skip = bom_encoding, len(bom)
             break
     try:
-        text = data[skip:].decode(encoding)
+        text = str(memoryview(data)[skip:], encoding)
     except UnicodeDecodeError as error:
         offset = skip + error.start
         if b"\x00" in data[:4096] and skip == 0:
-            raise CLIError(
-                f"{name} is binary data, not text (byte 0x{data[offset]:02x} at offset {offset}): pass a "
-                "JSON or JSONL conversation file."
-            ) from None
+            raise CLIError(_BINARY.format(name=name, byte=data[offset], offset=offset)) from None
         raise CLIError(
             f"{name} is not {encoding.upper()} text: byte 0x{data[offset]:02x} at offset {offset} cannot be decoded. "
             "Save it as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8 in.json > out.json)."
         ) from None
     if "\x00" in text:
-        raise CLIError(f"{name} holds NUL characters: binary data, not a JSON or JSONL conversation file.")
+        raise CLIError(_NUL_CHARACTERS.format(name=name))
     return checked_text(text, name)
 
 
@@ -138,23 +194,27 @@ _JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
 def json_values(text: str, name: str) -> list[tuple[int, Any]]:
     """(line, value) for every JSON value in `text`: one for a JSON file, one per line (or more) for JSON Lines.
 
-    Errors name the exact line and column of the problem.
+    Errors name the exact line and column of the problem. Linear in the text: each value's line is counted on from
+    the previous value's, never from the start.
     """
     decoder = json.JSONDecoder()
     values, position = [], _JSON_WHITESPACE.match(text, 0).end()
+    line, counted = 1, 0  # the line number at offset `counted`
     while position < len(text):
         try:
-            value, end = decoder.raw_decode(text, position)
+            with recursion_room():  # JSON as deep as the conversation contract takes (chat.limits.MAX_NESTING)
+                value, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as error:
             raise CLIError(f"{name}: invalid JSON at {_where(text, error.pos)}: {error.msg}.") from None
         except RecursionError:
             raise CLIError(
                 f"{name}: the JSON value at {_where(text, position)} is nested too deeply for Python's JSON parser "
-                "(about 1000 levels): flatten it."
+                f"(the kit renders JSON nested at most {MAX_NESTING} levels deep): flatten it."
             ) from None
         except ValueError as error:  # e.g. an integer with more digits than Python converts
             raise CLIError(f"{name}: invalid JSON value at {_where(text, position)}: {error}.") from None
-        values.append((text.count("\n", 0, position) + 1, value))
+        line, counted = line + text.count("\n", counted, position), position
+        values.append((line, value))
         position = _JSON_WHITESPACE.match(text, end).end()
     return values
 

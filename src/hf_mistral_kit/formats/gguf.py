@@ -2,13 +2,15 @@
 
 Reading (`GGUFCheckpoint`, used by the kit's `from_pretrained(..., gguf_file=...)`): llama.cpp files Mistral and Mixtral
 under its `llama` architecture, with Mistral's native tensor layout (`wq`/`wk` rows in interleaved rotary order) under
-its own names. Each GGUF name maps to a native name through the tensor table (`names`), and from there the checks
-every checkpoint shares take over: every weight lands in the kit Mistral/Mixtral classes, Mixtral's experts as
-experts (never a dense MLP), or the file is refused before anything is read. Metadata the kit cannot map exactly
-(another architecture, RoPE scaling, partial rotary, unknown keys) is refused too, and every hyperparameter is checked
-as those of params.json and config.json are (`hyperparameters`). Tensors are read when transformers asks for them:
-F32/F16/BF16 straight from the memory map, quantized types (Q8_0, the k-quants, ...) dequantized with the `gguf`
-package, one tensor (one expert) at a time. The tokenizer inside a file is `gguf_vocabulary`'s.
+its own names. The file's header is read by `gguf_container`, bounded, and every metadata value the kit reads must be
+stored as a GGUF type of its kind (an integer key as an integer type, arrays only where llama.cpp reads one). Each
+GGUF name maps to a native name through the tensor table (`names`), and from there the checks every checkpoint shares
+take over: every weight lands in the kit Mistral/Mixtral classes, Mixtral's experts as experts (never a dense MLP), or
+the file is refused before anything is read. Metadata the kit cannot map exactly (another architecture, RoPE scaling,
+partial rotary, unknown keys) is refused too, and every hyperparameter is checked as those of params.json and
+config.json are (`hyperparameters`), the special token ids against the vocabulary. Tensors are read when transformers
+asks for them: F32/F16/BF16 straight from the memory map, quantized types (Q8_0, the k-quants, ...) dequantized with
+the `gguf` package, one tensor (one expert) at a time. The tokenizer inside a file is `gguf_vocabulary`'s.
 
 Writing (`write_gguf`, behind `convert_checkpoint(src, "model.gguf", to="gguf")`) uses the `gguf` package's writer:
 every hyperparameter llama.cpp requires, the SentencePiece vocabulary with scores and token types, BOS/EOS/UNK (and
@@ -37,8 +39,15 @@ from ..tokenizers.loading import load_tokenizer
 from . import names
 from .checkpoint import Checkpoint
 from .errors import GGUFError
-from .gguf_vocabulary import add_space_prefix, gguf_vocabulary, tokenizer_from_gguf_fields, vocabulary_version
-from .hyperparameters import DEFAULT_ROPE_THETA, SIZE, WINDOW, Spelling, check_values, head_dim
+from .gguf_container import ARRAY, INTEGER, STRING, GGUFContainer, kind_text, read_gguf_container, value_kind
+from .gguf_vocabulary import (
+    VOCABULARY_KEYS,
+    add_space_prefix,
+    gguf_vocabulary,
+    tokenizer_from_gguf_fields,
+    vocabulary_version,
+)
+from .hyperparameters import DEFAULT_ROPE_THETA, SIZE, WINDOW, Spelling, bounds, check_values, head_dim
 from .tensors import LazyTensor
 
 GGUF_ARCHITECTURE = "llama"  # the architecture llama.cpp files Mistral and Mixtral under
@@ -52,14 +61,17 @@ GGUF_DTYPES = ("f32", "f16", "bf16", "q8_0")
 class MetadataKey:
     """One `llama.*` metadata key. A key holding a config field is written (as `value_type`) and read into it; a
     second key of the same field must agree with the first (else `refusal`). A key without a field is only read: the
-    kit maps the file exactly when its value is one of `accepts` (any value when empty)."""
+    kit maps the file exactly when its value is one of `accepts` (any value when empty). Read, a value may be stored as
+    any GGUF type of `value_type`'s kind (an integer key as any integer type), or as one value per layer (an array of
+    `block_count` integers) where `per_layer`, as llama.cpp reads it."""
 
     key: str
-    value_type: str | None = None  # gguf.GGUFValueType's name
+    value_type: str  # gguf.GGUFValueType's name
     field: str | None = None
     required: bool = False  # llama.cpp cannot load a file without it
     accepts: tuple[Any, ...] = ()
     refusal: str = ""
+    per_layer: bool = False
 
 
 METADATA: tuple[MetadataKey, ...] = (
@@ -67,9 +79,9 @@ METADATA: tuple[MetadataKey, ...] = (
     MetadataKey("context_length", "UINT32", "max_position_embeddings", required=True),
     MetadataKey("embedding_length", "UINT32", "hidden_size", required=True),
     MetadataKey("block_count", "UINT32", "num_hidden_layers", required=True),
-    MetadataKey("feed_forward_length", "UINT32", "intermediate_size", required=True),
-    MetadataKey("attention.head_count", "UINT32", "num_attention_heads", required=True),
-    MetadataKey("attention.head_count_kv", "UINT32", "num_key_value_heads"),
+    MetadataKey("feed_forward_length", "UINT32", "intermediate_size", required=True, per_layer=True),
+    MetadataKey("attention.head_count", "UINT32", "num_attention_heads", required=True, per_layer=True),
+    MetadataKey("attention.head_count_kv", "UINT32", "num_key_value_heads", per_layer=True),
     MetadataKey("attention.key_length", "UINT32", "head_dim"),
     MetadataKey(
         "attention.value_length",
@@ -89,18 +101,32 @@ METADATA: tuple[MetadataKey, ...] = (
     MetadataKey("attention.sliding_window", "UINT32", "sliding_window"),
     MetadataKey("expert_count", "UINT32", "num_local_experts"),
     MetadataKey("expert_used_count", "UINT32", "num_experts_per_tok"),
-    MetadataKey("rope.scaling.type", accepts=("none", ""), refusal="RoPE scaling ({value}) has no Mistral equivalent."),
     MetadataKey(
-        "rope.scaling.factor", accepts=(1.0,), refusal="RoPE scaling (factor {value}) has no Mistral equivalent."
+        "rope.scaling.type",
+        "STRING",
+        accepts=("none", ""),
+        refusal="RoPE scaling ({value}) has no Mistral equivalent.",
     ),
-    MetadataKey("expert_gating_func", accepts=(1,), refusal="the experts' gating function is not Mixtral's softmax."),
+    MetadataKey(
+        "rope.scaling.factor",
+        "FLOAT32",
+        accepts=(1.0,),
+        refusal="RoPE scaling (factor {value}) has no Mistral equivalent.",
+    ),
+    MetadataKey(
+        "expert_gating_func",
+        "UINT32",
+        accepts=(1,),
+        refusal="the experts' gating function is not Mixtral's softmax.",
+    ),
     MetadataKey(
         "expert_weights_norm",
+        "BOOL",
         accepts=(True,),
         refusal="Mixtral renormalizes the selected experts' weights; this file does not.",
     ),
     # Old llama.cpp files: "Meta AI original pth", i.e. the native rotary layout, which every file has.
-    MetadataKey("tensor_data_layout"),
+    MetadataKey("tensor_data_layout", "STRING"),
 )
 _FIELD_KEYS: dict[str, str] = {}
 for _row in METADATA:
@@ -143,44 +169,61 @@ def gguf_checkpoint_file(path: str | os.PathLike | None, kwargs: Mapping[str, An
     return Path(cached_file(path, gguf_file, **hub_kwargs(kwargs)))
 
 
-def gguf_reader(path: str | os.PathLike):
-    """The `gguf.GGUFReader` of a GGUF file, validated (magic, complete tensors). Parsing a 32k-token vocabulary
-    takes a second or more, so the last few files' readers (and metadata) are kept per process; a file changed on
-    disk is read again."""
-    return _parsed(Path(path))[0]
+def gguf_reader(path: str | os.PathLike) -> GGUFContainer:
+    """A GGUF file's metadata, the type each value is stored as and its tensor index (`gguf_container`), checked: the
+    header bounded, every value the kit reads of its type (`check_metadata_types`), every tensor inside the file. The
+    last few files' are kept per process; a file changed on disk is read again."""
+    return _parsed(Path(path))
 
 
 def read_gguf_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """A GGUF file's metadata (key -> value, arrays as lists), without reading any tensor."""
-    return dict(_parsed(Path(path))[1])
+    return dict(_parsed(Path(path)).fields)
 
 
-def _parsed(path: Path) -> tuple[Any, dict[str, Any]]:
+def _parsed(path: Path) -> GGUFContainer:
     if not path.is_file():
         raise FileNotFoundError(f"GGUF file {path} does not exist.")
     if not is_gguf_file(path):
         raise GGUFError(f"{path} is not a GGUF file (it does not start with the GGUF magic).")
     status = path.stat()
-    return _cached_parse(str(path.resolve()), status.st_mtime_ns, status.st_size)
+    return _cached_parse(str(path.resolve()), status.st_mtime_ns, status.st_size, path)
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_parse(name: str, mtime_ns: int, size: int) -> tuple[Any, dict[str, Any]]:
-    from gguf import GGUFReader
+def _cached_parse(name: str, mtime_ns: int, size: int, path: Path) -> GGUFContainer:
+    """`path` (whose resolved name is `name`) read and checked; errors name it as the caller does."""
+    container = read_gguf_container(path)
+    check_metadata_types(container, path)
+    return container
 
-    path = Path(name)
-    try:
-        # Copy-on-write mapping: tensors are writable views of the file (torch wants that), the file never changes.
-        reader = GGUFReader(path, mode="c")
-    except (ValueError, KeyError, IndexError, UnicodeDecodeError, OverflowError) as error:
-        raise GGUFError(
-            f"{path} is truncated or corrupted ({error}). Download it again (compare its size with the source's)."
-        ) from error
-    for tensor in reader.tensors:
-        if tensor.data_offset + tensor.n_bytes > size or tensor.data.nbytes != tensor.n_bytes:
-            raise GGUFError(f"{path} is truncated: tensor {tensor.name!r} ends past the end of the file.")
-    fields = {key: field.contents() for key, field in reader.fields.items() if not key.startswith("GGUF.")}
-    return reader, fields
+
+@functools.cache
+def _expected_types() -> dict[str, tuple[str, str | None, bool, str]]:
+    """key -> (kind, array items' kind, may be per layer, what it must be) for every metadata key the kit reads."""
+    prefix = f"{GGUF_ARCHITECTURE}."
+    expected: dict[str, tuple[str, str | None, bool, str]] = {"general.architecture": (STRING, None, False, "a string")}
+    for key, (kind, items) in VOCABULARY_KEYS.items():
+        expected[key] = (kind, items, False, kind_text(kind, items))
+    for row in METADATA:
+        kind = value_kind(row.value_type)
+        text = f"{kind_text(kind)} {bounds(row.field)}".strip() if row.field else kind_text(kind)
+        if row.per_layer:
+            text += f", or one per layer (an array of {prefix}block_count integers)"
+        expected[prefix + row.key] = (kind, None, row.per_layer, text)
+    return expected
+
+
+def check_metadata_types(container: GGUFContainer, source: Any) -> None:
+    """Refuse a file in which a metadata value the kit reads is stored as a GGUF type of another kind (a float or a
+    string where an integer belongs, an array where one value does), naming the key, what it holds and what it must."""
+    for key, (kind, items, per_layer, text) in _expected_types().items():
+        stored = container.types.get(key)
+        if stored is None or (stored.kind == kind and stored.items == items):
+            continue
+        if per_layer and stored.kind == ARRAY and stored.items == INTEGER:
+            continue
+        raise GGUFError(f"{source}: {key} is stored as {stored.describe(container.fields[key])}; it must be {text}.")
 
 
 def _float32(value: float) -> float:
@@ -232,9 +275,18 @@ def config_dict_from_gguf(fields: Mapping[str, Any], tensors: Mapping[str, Any],
         "sliding_window": values.get("sliding_window") or None,
         "tie_word_embeddings": "output.weight" not in tensors,
     }
-    for name, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("padding", "pad_token_id")):
-        if f"tokenizer.ggml.{name}_token_id" in fields:
-            config[key] = int(fields[f"tokenizer.ggml.{name}_token_id"])
+    vocab_size = values["vocab_size"]
+    for name, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("padding", "pad_token_id"), ("unknown", "")):
+        token = fields.get(f"tokenizer.ggml.{name}_token_id")
+        if token is None:
+            continue
+        if not 0 <= token < vocab_size:
+            raise GGUFError(
+                f"{source}: tokenizer.ggml.{name}_token_id is {token}; a token id must be from 0 to {vocab_size - 1} "
+                f"(the vocabulary has {vocab_size} tokens)."
+            )
+        if key:
+            config[key] = token
     return config
 
 
@@ -244,7 +296,13 @@ def _metadata_values(fields: Mapping[str, Any], tensors: Mapping[str, Any], sour
 
     def get(row: MetadataKey) -> Any:
         value = fields.get(prefix + row.key)
-        if isinstance(value, list):
+        if isinstance(value, list):  # one value per layer (`check_metadata_types` allows it where llama.cpp does)
+            layers = fields.get(prefix + "block_count")
+            if len(value) != layers:
+                raise GGUFError(
+                    f"{source}: {prefix + row.key} holds {len(value)} per-layer values, but {prefix}block_count is "
+                    f"{layers}; llama.cpp refuses the file too."
+                )
             if len(set(value)) != 1:
                 raise GGUFError(f"{source}: per-layer {prefix + row.key} ({value[:4]}...) is not a Mistral layout.")
             value = value[0]
@@ -340,7 +398,7 @@ def native_tensors_from_gguf(tensors: Mapping[str, Any], config: Mapping[str, An
     for name, tensor in tensors.items():
         data = _GGUFData(tensor)
         dtype = _torch_dtype(tensor.tensor_type)
-        shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
+        shape = tuple(reversed(tensor.shape))
         stacked = names.find(name, "gguf_stacked")
         if stacked is not None:
             experts = config.get("num_local_experts")
@@ -384,9 +442,9 @@ class GGUFCheckpoint(Checkpoint):
 
     def __init__(self, path: str | os.PathLike):
         self.path = self.source = Path(path)
-        reader, fields = _parsed(self.path)
-        self.fields = dict(fields)
-        tensors = {tensor.name: tensor for tensor in reader.tensors}
+        container = _parsed(self.path)
+        self.fields = dict(container.fields)
+        tensors = {tensor.name: tensor for tensor in container.tensors}
         self.config = config_dict_from_gguf(self.fields, tensors, self.path)
         self.native_tensors, display = native_tensors_from_gguf(tensors, self.config, self.path)
         self.config["dtype"] = str(self._dtype(tensors)).removeprefix("torch.")
@@ -543,7 +601,7 @@ def write_gguf(
         "max_position_embeddings": context,
     }
     for row in METADATA:
-        if row.value_type is not None and values.get(row.field) is not None:
+        if row.field is not None and values.get(row.field) is not None:
             value_type = gguf.GGUFValueType[row.value_type]
             writer.add_key_value(f"{GGUF_ARCHITECTURE}.{row.key}", values[row.field], value_type)
     writer.add_tokenizer_model("llama")

@@ -23,8 +23,23 @@ from ..tokenizers.loading import TOKENIZER_FILE_PATTERN, load_tokenizer, referen
 from ..tokenizers.sentencepiece import VERSIONED_FILE, PieceType
 from ..versions import FORMATS, TokenizerKind, find_format
 from .errors import GGUFError
+from .gguf_container import ARRAY, FLOAT, INTEGER, STRING
 
 logger = logging.getLogger(__name__)
+
+# The vocabulary keys the kit reads, by kind (and an array's items' kind): a file storing one as another is refused
+# (`gguf.check_metadata_types`).
+VOCABULARY_KEYS: dict[str, tuple[str, str | None]] = {
+    "tokenizer.ggml.model": (STRING, None),
+    "tokenizer.ggml.tokens": (ARRAY, STRING),
+    "tokenizer.ggml.scores": (ARRAY, FLOAT),
+    "tokenizer.ggml.token_type": (ARRAY, INTEGER),
+    "tokenizer.ggml.unknown_token_id": (INTEGER, None),
+    "tokenizer.ggml.bos_token_id": (INTEGER, None),
+    "tokenizer.ggml.eos_token_id": (INTEGER, None),
+    "tokenizer.ggml.padding_token_id": (INTEGER, None),
+    "tokenizer.chat_template": (STRING, None),
+}
 
 
 def add_space_prefix(version: str) -> bool:

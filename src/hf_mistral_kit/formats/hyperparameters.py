@@ -27,7 +27,9 @@ MAX_HIDDEN = 1 << 17
 MAX_INTERMEDIATE = 1 << 20
 MAX_HEADS = 1 << 12
 MAX_HEAD_DIM = 1 << 12
-MAX_VOCAB = 1 << 22
+# Four times the largest Mistral vocabulary (tekken's 131072). It also bounds what a GGUF file may make the kit decode
+# (`gguf_container`): no metadata array the kit reads is longer than a vocabulary.
+MAX_VOCAB = 1 << 19
 MAX_EXPERTS = 1 << 12
 MAX_POSITIONS = 1 << 30
 
@@ -230,6 +232,14 @@ def check_config(config: Mapping[str, Any], source: Any, error: type[Exception] 
     architecture = find_architecture(config.get("model_type"))
     experts = config.get("num_local_experts") is not None or (architecture is not None and architecture.experts)
     check_values(values, source, error, TRANSFORMERS, experts=experts)
+
+
+def bounds(name: str) -> str:
+    """The range a field's value must lie in, as errors say it: "from 1 to 4096", "above 0 and below 1"."""
+    field = next(field for field in FIELDS if field.name == name)
+    if field.kind in (SIZE, WINDOW):
+        return f"from 1 to {field.maximum}"
+    return "above 0 and below 1" if field.kind == FRACTION else "above 0" if field.kind == POSITIVE else ""
 
 
 def shown(value: Any) -> str:

@@ -22,10 +22,12 @@ from transformers import BatchEncoding
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils.chat_template_utils import render_jinja_template
 
+from ..chat.limits import recursion_room
 from ..chat.prepare import prepare_chat
 from ..chat.replies import has_thinking_tokens
 from ..chat.templates import reply_format_of, template_name
 from ..versions import CHATML, TokenizerKind, find_format, template_kind
+from .errors import panics_as_file_errors
 from .escaping import CHUNK_BREAK, ControlTokenEscaper
 
 # What a saved tokenizer_config.json names: stock transformers (4.x and 5.x) loads tokenizer.json verbatim with it.
@@ -152,6 +154,15 @@ class MistralTokenizerBase(TokenizersBackend):
         mask = [1] * len(ids) if self._tokenizer.padding is None else encoding.attention_mask
         return {"input_ids": [ids], "attention_mask": [mask]}, [encoding]
 
+    def _encode_plus(self, *args: Any, **kwargs: Any) -> BatchEncoding:
+        with panics_as_file_errors(self._source_name):
+            return super()._encode_plus(*args, **kwargs)
+
+    @property
+    def _source_name(self) -> str:
+        """The file (or folder) this tokenizer was loaded from, for error messages."""
+        return str(getattr(self, "vocab_file", None) or self.name_or_path or "this tokenizer")
+
     def _add_tokens(self, new_tokens: Any, special_tokens: bool = False) -> int:
         for cached in ("_escaper", "_chat_backend", "_user_defined", "_has_thinking_tokens"):
             self.__dict__.pop(cached, None)
@@ -223,20 +234,21 @@ class MistralTokenizerBase(TokenizersBackend):
             for chat in conversations
         ]
         escaper = self._escaper
-        rendered, generation_indices = render_jinja_template(
-            conversations=[escaper.escape(chat.messages) for chat in chats],
-            tools=escaper.escape(chats[0].tools),
-            documents=escaper.escape(chats[0].documents),
-            chat_template=template,
-            continue_final_message=continue_final_message and name is None,
-            return_assistant_tokens_mask=return_assistant_tokens_mask,
-            add_generation_prompt=add_generation_prompt,
-            **{
-                **self.special_tokens_map,
-                **escaper.escape(kwargs),
-                **({"chunk_break": CHUNK_BREAK} if tokenize else {}),
-            },
-        )
+        with recursion_room():  # transformers copies the data recursively, and tool schemas may be deep
+            rendered, generation_indices = render_jinja_template(
+                conversations=[escaper.escape(chat.messages) for chat in chats],
+                tools=escaper.escape(chats[0].tools),
+                documents=escaper.escape(chats[0].documents),
+                chat_template=template,
+                continue_final_message=continue_final_message and name is None,
+                return_assistant_tokens_mask=return_assistant_tokens_mask,
+                add_generation_prompt=add_generation_prompt,
+                **{
+                    **self.special_tokens_map,
+                    **escaper.escape(kwargs),
+                    **({"chunk_break": CHUNK_BREAK} if tokenize else {}),
+                },
+            )
         if not tokenize:
             texts = [escaper.unescape(text) for text in rendered]
             return texts if is_batched else texts[0]
@@ -245,7 +257,9 @@ class MistralTokenizerBase(TokenizersBackend):
         # Offsets are only needed for the masks; without them tokenizers encodes faster.
         encode = backend.encode_batch if return_assistant_tokens_mask else backend.encode_batch_fast
         rows, chunk_break = [], backend.token_to_id(CHUNK_BREAK)
-        for i, encoding in enumerate(encode(rendered, add_special_tokens=False)):
+        with panics_as_file_errors(self._source_name):
+            encodings = encode(rendered, add_special_tokens=False)
+        for i, encoding in enumerate(encodings):
             ids, offsets = encoding.ids, encoding.offsets if return_assistant_tokens_mask else None
             if CHUNK_BREAK in rendered[i]:
                 kept = [j for j, token in enumerate(ids) if token != chunk_break]

@@ -31,6 +31,7 @@ from ..versions import (
     versions,
 )
 from .base import MistralTokenizerBase
+from .errors import TokenizerFileError
 from .sentencepiece import VERSIONED_FILE, MistralSentencePieceTokenizer, file_version, read_sentencepiece
 from .tekken import MistralTekkenTokenizer, is_tekken_file
 
@@ -87,7 +88,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot read {path}: {error}.") from error
+        raise TokenizerFileError(f"Cannot read {path}: {error}.") from error
     return value if isinstance(value, dict) else {}
 
 
@@ -107,12 +108,12 @@ def _extra_added_tokens(directory: Path, vocab_size: int) -> list[dict[str, Any]
             continue
         known = entries.setdefault(index, token)
         if known["content"] != token["content"]:
-            raise ValueError(
+            raise TokenizerFileError(
                 f"{directory}: the tokenizer files disagree about added token {index} ({known['content']!r} or "
                 f"{token['content']!r}); keep the right one in tokenizer.json and remove the others."
             )
     if sorted(entries) != list(range(vocab_size, vocab_size + len(entries))):
-        raise ValueError(
+        raise TokenizerFileError(
             f"{directory}: added token ids {sorted(entries)} do not follow the SentencePiece vocabulary "
             f"({vocab_size} pieces) without gaps; re-save the tokenizer with the kit."
         )
@@ -167,7 +168,7 @@ def _from_mistral_file(model_file: Path, kwargs: dict[str, Any]) -> MistralToken
     proto = read_sentencepiece(model_file)
     version = file_version(model_file, proto)
     if find_format(version, TokenizerKind.sentencepiece) is None:
-        raise ValueError(
+        raise TokenizerFileError(
             f"{model_file.name} is a tokenizer {version} file; hf-mistral-kit templates versions "
             f"{sorted(versions(TokenizerKind.sentencepiece))}. Load it with transformers' MistralCommonBackend instead."
         )

@@ -30,6 +30,7 @@ from transformers import BatchEncoding
 
 from ..versions import TokenizerKind, find_format, sentencepiece_version
 from .base import MistralTokenizerBase
+from .errors import TokenizerFileError
 
 
 class PieceType(IntEnum):
@@ -62,7 +63,7 @@ def read_sentencepiece(model_file: str | os.PathLike) -> Any:
     try:
         return sentencepiece_model_pb2.ModelProto.FromString(Path(model_file).read_bytes())
     except Exception as error:  # protobuf's DecodeError and friends
-        raise ValueError(f"{model_file} is not a SentencePiece model ({error}).") from error
+        raise TokenizerFileError(f"{model_file} is not a SentencePiece model ({error}).") from error
 
 
 def file_version(model_file: str | os.PathLike, proto: Any) -> str:
@@ -101,9 +102,11 @@ def build_backend(proto: Any, legacy: bool) -> Tokenizer:
     """
     spec = proto.normalizer_spec
     if proto.trainer_spec.model_type != 2 or not proto.trainer_spec.byte_fallback:
-        raise ValueError("Only BPE SentencePiece models with byte fallback (Mistral's) are supported.")
+        raise TokenizerFileError("Only BPE SentencePiece models with byte fallback (Mistral's) are supported.")
     if spec.precompiled_charsmap or spec.remove_extra_whitespaces or not spec.add_dummy_prefix:
-        raise ValueError("This SentencePiece model normalizes text differently from Mistral's; it is not supported.")
+        raise TokenizerFileError(
+            "This SentencePiece model normalizes text differently from Mistral's; it is not supported."
+        )
     vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
     unk = proto.pieces[proto.trainer_spec.unk_id].piece
     tokenizer = Tokenizer(BPE(vocab=vocab, merges=_merges(proto), unk_token=unk, fuse_unk=True, byte_fallback=True))
@@ -115,7 +118,9 @@ def build_backend(proto: Any, legacy: bool) -> Tokenizer:
     spaces = pre_tokenizers.Metaspace(replacement=_SPACE, prepend_scheme="never", split=False)
     if legacy:
         if user_defined:
-            raise ValueError("A tokenizer v1 with user-defined pieces is not a Mistral tokenizer; it is not supported.")
+            raise TokenizerFileError(
+                "A tokenizer v1 with user-defined pieces is not a Mistral tokenizer; it is not supported."
+            )
         # Every segment between added tokens gets the dummy prefix, also one that starts with a space.
         tokenizer.normalizer = normalizers.Prepend(" ")
         tokenizer.pre_tokenizer = spaces

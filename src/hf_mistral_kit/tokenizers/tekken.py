@@ -21,6 +21,7 @@ from tokenizers.models import BPE
 
 from ..versions import TEKKEN_FILE, TokenizerKind, find_format, versions
 from .base import MistralTokenizerBase
+from .errors import TokenizerFileError
 
 logger = logging.getLogger(__name__)
 
@@ -33,58 +34,87 @@ def is_tekken_file(path: str | os.PathLike) -> bool:
     return "tekken" in name and name.endswith(".json")
 
 
+# The most special tokens a tekken file may reserve. Mistral's files reserve 1000; each one gets a name here, so the
+# bound keeps a crafted `default_num_special_tokens` (1e9) from allocating gigabytes of names.
+MAX_SPECIAL_TOKENS = 100_000
+
+
 def read_tekken(path: str | os.PathLike) -> dict[str, Any]:
     """The contents of a tekken.json, checked: `config` (pattern, sizes, `version`), `vocab` in rank order and the
-    special tokens (mistral-common's default list for files of v7 and before that have none)."""
+    special tokens (mistral-common's default list for files of v7 and before that have none). Raises
+    `TokenizerFileError` naming what in the file is wrong."""
     path = Path(path)
     try:
         data = json.loads(path.read_bytes())
         config = data["config"]
         vocab = data["vocab"]
         pattern, version = config["pattern"], config["version"]
-        num_special = int(config["default_num_special_tokens"])
-        inner = int(config["default_vocab_size"]) - num_special
-        if not isinstance(pattern, str) or not isinstance(vocab, list) or not 256 <= inner <= len(vocab):
+        num_special = _count(config, "default_num_special_tokens", 1, MAX_SPECIAL_TOKENS)
+        inner = _count(config, "default_vocab_size", 0, 2**31) - num_special
+        if not isinstance(pattern, str) or not isinstance(version, str) or not isinstance(vocab, list):
+            raise ValueError("config.pattern and config.version must be strings and vocab a list")
+        if not 256 <= inner <= len(vocab):
             raise ValueError("its config does not fit its vocab")
+        tokens = tuple(entry["token_bytes"] for entry in vocab[:inner])
+        if not all(isinstance(token, str) for token in tokens):
+            raise ValueError("each vocab entry's token_bytes must be a base64 string")
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not a tekken tokenizer file ({type(error).__name__}: {error}).") from error
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+        raise TokenizerFileError(
+            f"{path} is not a tekken tokenizer file ({type(error).__name__}: {error}); use the model's own tekken.json."
+        ) from error
+    try:
+        Regex(pattern)
+    except Exception as error:  # tokenizers raises a bare Exception for a pattern Oniguruma cannot compile
+        raise TokenizerFileError(
+            f"{path}: config.pattern is not a regular expression the tokenizers library can run ({error}); use the "
+            "model's own tekken.json."
+        ) from None
     row = find_format(version, TokenizerKind.tekken)
     if row is None:
-        raise ValueError(
+        raise TokenizerFileError(
             f"{path} is a tekken tokenizer of version {version!r}; hf-mistral-kit templates tekken versions "
             f"{', '.join(versions(TokenizerKind.tekken))}. Load it with transformers' MistralCommonBackend instead."
         )
     specials = data.get("special_tokens")
     if specials is None:
         if not row.default_special_tokens:
-            raise ValueError(
+            raise TokenizerFileError(
                 f"{path} is a tekken {version} file without its special_tokens list (mistral-common refuses it too); "
                 "use the model's complete tekken.json."
             )
         from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 
         specials = [dict(token) for token in Tekkenizer.DEPRECATED_SPECIAL_TOKENS]
-    ranks = sorted(int(token["rank"]) for token in specials)
+    try:
+        ordered = sorted(specials, key=lambda token: int(token["rank"]))
+        ranks = [int(token["rank"]) for token in ordered]
+        names = [str(getattr(token["token_str"], "value", token["token_str"])) for token in ordered]
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
+        raise TokenizerFileError(
+            f"{path}: special_tokens must be a list of {{'rank': int, 'token_str': str}} ({type(error).__name__}: "
+            f"{error}); use the model's own tekken.json."
+        ) from None
     if ranks != list(range(len(ranks))) or len(ranks) > num_special:
-        raise ValueError(f"{path}: the special tokens' ranks must be 0, 1, ... below {num_special}.")
-    names = [str(getattr(t["token_str"], "value", t["token_str"])) for t in sorted(specials, key=lambda t: t["rank"])]
+        raise TokenizerFileError(f"{path}: the special tokens' ranks must be 0, 1, ... below {num_special}.")
     names += [_TEKKEN_FILLER.format(rank) for rank in range(len(names), num_special)]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: two special tokens have the same name.")
+        raise TokenizerFileError(f"{path}: two special tokens have the same name.")
     missing = [token for token in row.controls() if token not in names]
     if missing:
-        raise ValueError(
+        raise TokenizerFileError(
             f"{path} is a tekken {version} file without the control tokens {', '.join(missing)} that Mistral's "
             f"{version} format writes (mistral-common refuses it too); use the model's own tekken.json."
         )
-    return {
-        "pattern": pattern,
-        "version": version,
-        "specials": names,
-        "tokens": tuple(entry["token_bytes"] for entry in vocab[:inner]),
-    }
+    return {"path": str(path), "pattern": pattern, "version": version, "specials": names, "tokens": tokens}
+
+
+def _count(config: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"config.{key} must be an integer from {low} to {high:,}, got {value!r}")
+    return value
 
 
 @lru_cache(maxsize=2)
@@ -122,12 +152,19 @@ def build_tekken_backend(tekken: dict[str, Any]) -> Tokenizer:
     """A `tokenizers.Tokenizer` that encodes any text like mistral-common's Tekkenizer (tiktoken) with the contents
     of a tekken file (`read_tekken`): special tokens at ids 0 .. n-1, never matched in text by tiktoken (here they are
     added tokens, as transformers matches them), the vocabulary after them."""
-    strings, merges = _tekken_vocabulary(tekken["tokens"])
+    try:
+        strings, merges = _tekken_vocabulary(tekken["tokens"])
+    except ValueError as error:  # binascii.Error (not base64) is a ValueError
+        raise TokenizerFileError(
+            f"{tekken['path']}: its vocab is not a tekken vocabulary ({error}); use the model's own tekken.json."
+        ) from None
     specials = tekken["specials"]
     vocab = {string: rank + len(specials) for rank, string in enumerate(strings)}
     clashes = sorted(set(specials) & set(vocab))
     if clashes:
-        raise ValueError(f"Special tokens {clashes[:3]} are also spelled by vocabulary entries; not supported.")
+        raise TokenizerFileError(
+            f"{tekken['path']}: special tokens {clashes[:3]} are also spelled by vocabulary entries; not supported."
+        )
     vocab.update({name: rank for rank, name in enumerate(specials)})
     tokenizer = Tokenizer(BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=True))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(

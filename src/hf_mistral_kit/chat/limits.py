@@ -1,0 +1,223 @@
+"""What a conversation's data can hold and still be encoded: JSON nesting, total size, and lone surrogates.
+
+- **Nesting.** mistral-common reads tool schemas, call arguments and (before v7) tool results with Python's recursive
+  `json` and pydantic code, so it encodes JSON nested up to 987 containers deep (call arguments; 988 for schemas and
+  tool results) at Python's default recursion limit of 1000, called from a script's top level, and fails with
+  `RecursionError` beyond (a few levels earlier from a deeper stack: a thread, a notebook). The kit accepts that
+  depth, `MAX_NESTING`, in each of those places from wherever it is called: it measures the depth without recursion
+  (on the data, or on the JSON text before parsing), raises `ConversationError` beyond it, and gives its own
+  recursive steps (`json`, transformers' `render_jinja_template`) the stack they need within it (`recursion_room`).
+  mistral-common's draft-7 check of a tool schema runs as mistral-common runs it, at the caller's recursion limit: a
+  schema that overflows it (`properties` nested ~160 levels) is refused by both.
+- **Size.** One conversation's text may hold at most `MAX_CHAT_BYTES` of UTF-8. The longest context of the family is
+  256k tokens, about 1 MiB of text; the tokenizers library needs about 150 bytes of memory per token, and text
+  without vocabulary pieces (private-use characters, byte fallback) is up to 4 tokens per character, so 10 million
+  such characters would need ~4.5 GB, and the Rust allocation failure that follows aborts the process. The check
+  runs before any tokenizer sees the text.
+- **Lone surrogates** (`"\\udfff"`: a str Python holds but UTF-8 cannot). tekken tokenizers encode them as
+  mistral-common's tiktoken does, each one as U+FFFD (and a surrogate pair written as two code points as the one
+  character it spells); SentencePiece cannot take them (mistral-common fails), so the kit raises `ConversationError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import ConversationError
+
+MAX_NESTING = 987  # containers (dicts and lists) one inside the other: mistral-common 1.13's, measured as above
+MAX_CHAT_BYTES = 8 * 2**20  # UTF-8 bytes of text in one conversation (strings of the messages and tools)
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def nesting(value: Any) -> int:
+    """How many containers deep `value` is (a scalar: 0, `{}`: 1, `{"a": []}`: 2), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, _CONTAINERS):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def text_nesting(text: str) -> int:
+    """How many containers deep the JSON `text` is (brackets outside strings), without parsing it; 0 for text that
+    opens none. Text that is not JSON gets a number too, which only bounds what `json.loads` would recurse into."""
+    deepest = depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def too_deep(depth: int, what: str) -> str | None:
+    """The rule a value `depth` containers deep breaks (None when it is within `MAX_NESTING`)."""
+    if depth <= MAX_NESTING:
+        return None
+    return (
+        f"{what} is nested {depth} levels deep; mistral-common encodes at most {MAX_NESTING} "
+        "(Python's recursion limit)."
+    )
+
+
+def json_text_too_deep(text: str, what: str) -> str | None:
+    """`too_deep` for JSON text, measured before parsing (only text with enough brackets is scanned)."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return None
+    return too_deep(text_nesting(text), what)
+
+
+_room_lock = threading.Lock()
+_room_users = 0
+_room_saved = 0
+_FRAMES_PER_LEVEL = 4  # transformers' _plain_template_data: 2 per level; json and Jinja's tojson: 1
+
+
+@contextlib.contextmanager
+def recursion_room() -> Iterator[None]:
+    """Python's recursion limit raised (process-wide, restored when the last user leaves) so that recursive code
+    copying or serializing data nested up to `MAX_NESTING` deep does not fail wherever it is called from."""
+    global _room_users, _room_saved
+    with _room_lock:
+        if _room_users == 0:
+            _room_saved = sys.getrecursionlimit()
+            sys.setrecursionlimit(max(_room_saved, _room_saved + _FRAMES_PER_LEVEL * MAX_NESTING))
+        _room_users += 1
+    try:
+        yield
+    finally:
+        with _room_lock:
+            _room_users -= 1
+            if _room_users == 0:
+                sys.setrecursionlimit(_room_saved)
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def as_tiktoken_reads(text: str) -> str:
+    """`text` as tiktoken encodes it when UTF-8 cannot hold it: surrogate pairs joined, lone surrogates U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _first_surrogate(text: str) -> str:
+    return next(f"\\u{ord(c):04x}" for c in text if 0xD800 <= ord(c) <= 0xDFFF)
+
+
+def fit_text(
+    messages: list[Any], tools: list[Any] | None, *, replace_surrogates: bool | None
+) -> tuple[list[Any], list[Any] | None]:
+    """The prepared messages and tools with their strings (keys included) checked: at most `MAX_CHAT_BYTES` in all,
+    and lone surrogates replaced as tiktoken does (`replace_surrogates=True`, tekken) or refused (False,
+    SentencePiece); None leaves them (templates with no tokenizer kind). Rebuilt without recursion, only where a
+    string changes."""
+    total = 0
+    parts = [(f"messages[{i}] ({m['role']})", m, i) for i, m in enumerate(messages)]
+    if tools:
+        parts.append(("tools", tools, None))
+    fixed: list[Any] = []
+    for where, value, index in parts:
+        changed = False
+        strings: list[str] = []
+        _strings(value, strings)
+        for text in strings:
+            total += _utf8_size(text)
+            if total > MAX_CHAT_BYTES:
+                raise ConversationError(
+                    where,
+                    f"the conversation's text is more than {MAX_CHAT_BYTES:,} bytes of UTF-8 (at most "
+                    f"{MAX_CHAT_BYTES // 2**20} MiB; the longest Mistral context is 256k tokens, about 1 MiB); "
+                    "the tokenizer would need gigabytes to encode it.",
+                    "Shorten or split the text.",
+                    index,
+                )
+            if replace_surrogates is not None and _has_surrogate(text):
+                if not replace_surrogates:
+                    raise ConversationError(
+                        where,
+                        f"the text holds {_first_surrogate(text)}, a lone surrogate: not a character, so not valid "
+                        "Unicode, and a SentencePiece tokenizer cannot encode it (mistral-common fails too).",
+                        "Remove it, or decode the source with errors='replace'.",
+                        index,
+                    )
+                changed = True
+        fixed.append(_replaced(value, index is None) if changed else value)
+    if tools:
+        return fixed[:-1], fixed[-1]
+    return fixed, tools
+
+
+def _strings(value: Any, out: list[str]) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str):
+                    out.append(key)
+                stack.append(child)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
+def _replaced(value: Any, tools: bool) -> Any:
+    """`value` rebuilt with every string (keys included) as tiktoken reads it, without recursion."""
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+    while stack:
+        item, parent, key = stack.pop()
+        if isinstance(item, str):
+            parent[key] = as_tiktoken_reads(item) if _has_surrogate(item) else item
+        elif isinstance(item, dict):
+            container: dict[Any, Any] = {}
+            parent[key] = container
+            for k, child in item.items():
+                if isinstance(k, str) and _has_surrogate(k):
+                    k = as_tiktoken_reads(k)
+                    if k in item or k in container:
+                        raise ConversationError(
+                            "tools" if tools else "",
+                            f"two keys become {k!r} once lone surrogates are U+FFFD (as the tokenizer reads them).",
+                            "Remove the lone surrogates from the keys.",
+                        )
+                container[k] = None
+                stack.append((child, container, k))
+        elif isinstance(item, (list, tuple)):
+            items = list(item)
+            parent[key] = items
+            stack.extend((child, items, i) for i, child in enumerate(items))
+        else:
+            parent[key] = item
+    return root[0]
