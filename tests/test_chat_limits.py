@@ -183,6 +183,9 @@ def _places() -> dict:
     return namespace["PLACES"]
 
 
+@pytest.mark.skipif(
+    sys.version_info[:2] != (3, 11), reason="MAX_NESTING is mistral-common's depth measured on CPython 3.11"
+)
 @pytest.mark.parametrize("name", ["v3", "tekken-v3", "tekken-v13"])
 def test_json_as_deep_as_mistral_common_encodes_is_encoded_and_deeper_is_refused(
     name, kit_tokenizers, tokenizer_pair, mistral_file, cli_env
@@ -217,6 +220,34 @@ def test_json_as_deep_as_mistral_common_encodes_is_encoded_and_deeper_is_refused
                 tokenizer.apply_chat_template(messages, tools=tools)
 
 
+@pytest.mark.parametrize(
+    "conversation",
+    [
+        _with_call({}, "log: " + "[" * 5000),  # text, not JSON: the parser fails at once and keeps it as text
+        _with_call({}, "{'a': '" + "{" * 5000 + "'}"),  # a Python repr
+        _with_call("x" + "[" * 5000),
+        _with_call({}, "[" * 300 + "x"),  # the parser recurses 300 deep, then fails: text
+    ],
+    ids=["log-line", "python-repr", "arguments-text", "shallow-invalid"],
+)
+@pytest.mark.parametrize("name", ["v3", "tekken-v3"])
+def test_text_with_brackets_that_is_not_json_stays_text(
+    name, conversation, kit_tokenizers, reference_tokenizers, tokenizer_pair
+):
+    tokenizer, reference = _pair(name, kit_tokenizers, reference_tokenizers, tokenizer_pair)
+    expected = reference_ids(reference, conversation, [TOOL])
+    assert expected is not None
+    assert tokenizer.apply_chat_template(conversation, tools=[TOOL])["input_ids"] == expected
+
+
+def test_text_the_parser_recurses_into_past_the_limit_is_refused(kit_tokenizers):
+    """mistral-common's parser fails with RecursionError there (from any stack)."""
+    with pytest.raises(ConversationError, match=r"nested 5000 levels deep"):
+        kit_tokenizers["v3"].apply_chat_template(_with_call({}, "[" * 5000 + "x"), tools=[TOOL])
+    with pytest.raises(ConversationError, match=r"nested 100000 levels deep"):
+        kit_tokenizers["v3"].apply_chat_template(_with_call({}, "[" * 100_000 + "x"), tools=[TOOL])
+
+
 def test_a_schema_too_deep_for_the_draft7_check_is_refused_by_both(kit_tokenizers, reference_tokenizers):
     schema: dict = {"type": "string"}
     for _ in range(400):  # 801 containers, but jsonschema recurses through several frames per level
@@ -244,6 +275,37 @@ def test_nesting_is_measured_without_recursion():
     assert nesting(deep_value(200_000)) == 200_000
     assert text_nesting('{"a": "[[[{{{", "b": [[1]]}') == 3 and text_nesting('"\\"["') == 0
     assert text_nesting(deep_text(200_000)) == 200_000
+
+
+def test_the_schema_check_runs_at_the_callers_limit_while_another_thread_holds_the_room(kit_tokenizers):
+    schema: dict = {"type": "string"}
+    for _ in range(400):
+        schema = {"type": "object", "properties": {"a": schema}}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": schema}}]
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with recursion_room():
+            entered.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    entered.wait(5)
+    threading.Timer(0.2, release.set).start()
+    with pytest.raises(ConversationError, match="nested too deeply for the draft-7 schema check"):
+        kit_tokenizers["v3"].apply_chat_template([{"role": "user", "content": "hi"}], tools=tools)
+    holder.join()
+
+
+def test_a_limit_set_inside_the_room_is_kept():
+    limit = sys.getrecursionlimit()
+    try:
+        with recursion_room():
+            sys.setrecursionlimit(20_000)
+        assert sys.getrecursionlimit() == 20_000
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def test_recursion_room_is_restored_by_its_last_user():
@@ -275,14 +337,12 @@ def test_ten_million_private_use_characters_are_refused_in_bounded_memory(name, 
         f"""
         import json
         import hf_mistral_kit as kit
-        with open("/proc/self/clear_refs", "w") as refs:  # a forked child starts with its parent's peak
-            refs.write("5")
         tokenizer = kit.load_tokenizer(kit.reference_tokenizer_file({name!r}))
         try:
             tokenizer.apply_chat_template([{{"role": "user", "content": "\\ue000" * 10_000_000}}])
         except kit.ConversationError as error:
             message = str(error)
-        with open("/proc/self/status") as status:
+        with open("/proc/self/status") as status:  # VmHWM starts anew at exec (ru_maxrss keeps the parent's)
             peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
         print(json.dumps({{"message": message, "peak": peak}}))
         """

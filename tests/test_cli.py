@@ -17,7 +17,7 @@ import pytest
 import hf_mistral_kit as kit
 from chats import TOOL_CHAT, TOOLS
 from hf_mistral_kit.cli import TEMPLATES, ExitCode
-from hf_mistral_kit.cli.common import CLIError
+from hf_mistral_kit.cli.common import MAX_INPUT_BYTES, CLIError
 from reference_configs import MISTRAL_7B, MIXTRAL_8X7B, MIXTRAL_8X7B_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,7 +270,7 @@ def test_the_jsonl_reader_looks_at_each_character_a_bounded_number_of_times(monk
 
 
 MEMORY_RUN = """
-import json, resource, subprocess, sys
+import json, os, resource, subprocess, sys
 
 FEED = "import sys\\nwhile True: sys.stdout.buffer.write(b'{}\\\\n' * 65536)"
 script, source = sys.argv[1], sys.argv[2]
@@ -286,7 +286,7 @@ else:  # an endless stream of text that is not binary
     stdin = feeder.stdout
 result = subprocess.run(
     [script, "render", "--template", "mistral_v3", "-"], stdin=stdin, capture_output=True, text=True,
-    preexec_fn=capped, timeout=120,
+    preexec_fn=capped, timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
 )
 if feeder is not None:
     feeder.kill()
@@ -300,7 +300,7 @@ print(json.dumps({"code": result.returncode, "stderr": result.stderr, "peak": pe
     ("source", "message"),
     [
         ("/dev/zero", "<stdin> is binary data, not text (byte 0x00 at offset 0): pass a JSON or JSONL"),
-        ("endless text", "<stdin> is larger than 256 MiB, the most the kit reads as one input: split it"),
+        ("endless text", "<stdin> is larger than 64 MiB, the most the kit reads as one input: split it"),
     ],
     ids=["dev-zero", "endless-text"],
 )
@@ -325,9 +325,9 @@ def test_render_of_an_endless_stdin_stops_with_a_usage_error_in_bounded_memory(c
 def test_render_refuses_files_over_the_input_bound_and_says_so_in_its_help(run, tmp_path):
     huge = tmp_path / "huge.jsonl"
     huge.write_bytes(b'{"role": "user", "content": "a"}\n')
-    os.truncate(huge, 256 * 2**20 + 1)  # sparse: nothing is written, and nothing must be read
-    assert_user_error(run("render", str(huge)), ExitCode.USAGE, f"{huge} is larger than 256 MiB, the most the kit")
-    assert "(at most 256 MiB)" in run("render", "--help").stdout
+    os.truncate(huge, MAX_INPUT_BYTES + 1)  # sparse: nothing is written, and nothing must be read
+    assert_user_error(run("render", str(huge)), ExitCode.USAGE, f"{huge} is larger than 64 MiB, the most the kit")
+    assert "(at most 64 MiB)" in run("render", "--help").stdout
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from chats import deep_value
 from gguf_files import ARRAY, FLOAT32, INT32, NO_VOCABULARY, STRING, rewrite, with_vocabulary
 from hf_mistral_kit.chat.limits import MAX_NESTING, recursion_room
 from hf_mistral_kit.cli import ExitCode, main
+from hf_mistral_kit.cli.common import MAX_INPUT_BYTES
 from reference_configs import MISTRAL_7B, MIXTRAL_8X7B
 
 SCRIPT = Path(sys.executable).with_name("hf-mistral-kit")
@@ -130,7 +131,7 @@ def corpus(tmp_path_factory) -> dict[str, str]:
     file("a-file", b"not a directory")
     # issue 19: input bounds, deep tool schemas, huge text, crafted tekken files
     (root / "huge.jsonl").write_bytes(b'{"role": "user", "content": "a"}\n')
-    os.truncate(root / "huge.jsonl", 256 * 2**20 + 1)  # sparse: costs no disk
+    os.truncate(root / "huge.jsonl", MAX_INPUT_BYTES + 1)  # sparse: costs no disk
     paths["huge.jsonl"] = str(root / "huge.jsonl")
     for levels in (MAX_NESTING, 2000):
         tools = [{"type": "function", "function": {"name": "f", "parameters": deep_value(levels)}}]
@@ -252,7 +253,7 @@ def _cases() -> list[tuple]:
             "render-huge-file",
             ["render", "{huge.jsonl}"],
             USAGE,
-            "huge.jsonl is larger than 256 MiB, the most the kit reads",
+            "huge.jsonl is larger than 64 MiB, the most the kit reads",
         ),
         (
             "render-jsonl-late-error",

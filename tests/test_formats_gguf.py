@@ -705,6 +705,11 @@ def test_headers_are_bounded_before_anything_is_decoded(keys, message, work):
         gguf_reader(raw_gguf(work / "raw.gguf", keys))
 
 
+def test_a_tensor_index_larger_than_any_mistral_models_is_refused_before_it_is_read(work):
+    with pytest.raises(GGUFError, match=r"announces 1000000 tensors, more than any Mistral/Mixtral GGUF has"):
+        gguf_reader(raw_gguf(work / "raw.gguf", (0, b""), tensors=1_000_000))
+
+
 VOCABULARY_PROBE = """
 import json, resource, sys, time
 import hf_mistral_kit as kit

@@ -79,50 +79,63 @@ def too_deep(depth: int, what: str) -> str | None:
     )
 
 
-def json_text_too_deep(text: str, what: str) -> str | None:
-    """`too_deep` for JSON text, measured before parsing (only text with enough brackets is scanned)."""
-    if text.count("[") + text.count("{") <= MAX_NESTING:
-        return None
-    return too_deep(text_nesting(text), what)
-
-
-_room_lock = threading.Lock()
-_room_users = 0
-_room_saved = 0
+_room = threading.RLock()  # held while the limit is raised: one thread at a time runs the kit's recursive steps
+_room_depth = 0
+_room_limits = (0, 0)  # (the limit before the room, the limit the room set)
 _FRAMES_PER_LEVEL = 4  # transformers' _plain_template_data: 2 per level; json and Jinja's tojson: 1
 
 
 @contextlib.contextmanager
 def recursion_room() -> Iterator[None]:
-    """Python's recursion limit raised (process-wide, restored when the last user leaves) so that recursive code
-    copying or serializing data nested up to `MAX_NESTING` deep does not fail wherever it is called from."""
-    global _room_users, _room_saved
-    with _room_lock:
-        if _room_users == 0:
-            _room_saved = sys.getrecursionlimit()
-            sys.setrecursionlimit(max(_room_saved, _room_saved + _FRAMES_PER_LEVEL * MAX_NESTING))
-        _room_users += 1
-    try:
-        yield
-    finally:
-        with _room_lock:
-            _room_users -= 1
-            if _room_users == 0:
-                sys.setrecursionlimit(_room_saved)
+    """Python's recursion limit raised so that recursive code copying, parsing or serializing data nested up to
+    `MAX_NESTING` deep does not fail wherever it is called from.
+
+    The limit is process-wide: the room is held by one thread at a time (others wait: the code inside is pure Python
+    under the GIL anyway), and the old limit comes back when its outermost use ends, unless something else set
+    another limit meanwhile."""
+    global _room_depth, _room_limits
+    with _room:
+        if _room_depth == 0:
+            before = sys.getrecursionlimit()
+            _room_limits = (before, before + _FRAMES_PER_LEVEL * MAX_NESTING)
+            sys.setrecursionlimit(_room_limits[1])
+        _room_depth += 1
+        try:
+            yield
+        finally:
+            _room_depth -= 1
+            if _room_depth == 0 and sys.getrecursionlimit() == _room_limits[1]:
+                with contextlib.suppress(RecursionError):  # cannot happen at the room's own (shallow) depth
+                    sys.setrecursionlimit(_room_limits[0])
 
 
-def _utf8_size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+@contextlib.contextmanager
+def callers_recursion_limit() -> Iterator[None]:
+    """The recursion limit the caller had, held so no other thread raises it meanwhile: for mistral-common's own
+    checks, which the kit runs as mistral-common runs them (a schema too deep for them is refused by both)."""
+    with _room:
+        if _room_depth == 0:
+            yield
+            return
+        sys.setrecursionlimit(_room_limits[0])
+        try:
+            yield
+        finally:
+            sys.setrecursionlimit(_room_limits[1])
 
 
 def _has_surrogate(text: str) -> bool:
+    return _size_and_surrogates(text)[1]
+
+
+def _size_and_surrogates(text: str) -> tuple[int, bool]:
+    """(UTF-8 size, whether `text` holds a surrogate) with one encoding."""
     if text.isascii():
-        return False
+        return len(text), False
     try:
-        text.encode("utf-8")
+        return len(text.encode("utf-8")), False
     except UnicodeEncodeError:
-        return True
-    return False
+        return len(text.encode("utf-8", "surrogatepass")), True
 
 
 def as_tiktoken_reads(text: str) -> str:
@@ -135,11 +148,11 @@ def _first_surrogate(text: str) -> str:
 
 
 def fit_text(
-    messages: list[Any], tools: list[Any] | None, *, replace_surrogates: bool | None
+    messages: list[Any], tools: list[Any] | None, *, replace_surrogates: bool
 ) -> tuple[list[Any], list[Any] | None]:
     """The prepared messages and tools with their strings (keys included) checked: at most `MAX_CHAT_BYTES` in all,
-    and lone surrogates replaced as tiktoken does (`replace_surrogates=True`, tekken) or refused (False,
-    SentencePiece); None leaves them (templates with no tokenizer kind). Rebuilt without recursion, only where a
+    and lone surrogates replaced as tiktoken does (`replace_surrogates=True`, tekken) or refused (False:
+    SentencePiece, and ChatML, whose fast tokenizers cannot take them either). Rebuilt without recursion, only where a
     string changes."""
     total = 0
     parts = [(f"messages[{i}] ({m['role']})", m, i) for i, m in enumerate(messages)]
@@ -151,7 +164,8 @@ def fit_text(
         strings: list[str] = []
         _strings(value, strings)
         for text in strings:
-            total += _utf8_size(text)
+            size, surrogates = _size_and_surrogates(text)
+            total += size
             if total > MAX_CHAT_BYTES:
                 raise ConversationError(
                     where,
@@ -161,7 +175,7 @@ def fit_text(
                     "Shorten or split the text.",
                     index,
                 )
-            if replace_surrogates is not None and _has_surrogate(text):
+            if surrogates:
                 if not replace_surrogates:
                     raise ConversationError(
                         where,

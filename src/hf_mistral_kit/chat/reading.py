@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from .errors import ConversationError
-from .limits import json_text_too_deep, nesting, too_deep
+from .limits import MAX_NESTING, callers_recursion_limit, nesting, recursion_room, text_nesting, too_deep
 from .plain import describe
 
 # mistral-common's pattern for function names, applied with re.match as it does (so "$" also matches before a final
@@ -65,17 +65,25 @@ def dumps(message: Message | int, where: str, value: Any, ensure_ascii: bool = F
 
 def normalized_json(message: Message | int, where: str, text: str) -> str:
     """The JSON mistral-common writes for a tool result or arguments given as `text`: parsed and re-serialized
-    when it is JSON ({} when empty), else the text as a JSON string."""
-    deep = json_text_too_deep(text, where)
-    if deep:
-        raise fail(message, deep, "Flatten it.")
-    try:
-        value = json.loads(text or "{}")
-    except json.JSONDecodeError:
-        value = text
-    except RecursionError:
-        raise fail(message, f"{where} is nested too deeply to parse.", "Flatten it.") from None
-    return dumps(message, where, value)
+    when it is JSON ({} when empty), else the text as a JSON string. JSON nested deeper than mistral-common parses
+    (`limits.MAX_NESTING`) is refused: also text that is not JSON where the parser would recurse that deep before
+    failing (mistral-common's fails with RecursionError there; text that fails earlier stays text, as there)."""
+    deep = None
+    with recursion_room():
+        try:
+            value = json.loads(text or "{}")
+        except json.JSONDecodeError as error:
+            value = text
+            if text.count("[", 0, error.pos) + text.count("{", 0, error.pos) > MAX_NESTING:
+                deep = too_deep(text_nesting(text[: error.pos]), where)
+        except RecursionError:
+            deep = too_deep(text_nesting(text), where) or f"{where} is nested too deeply to parse."
+        else:
+            if text.count("[") + text.count("{") > MAX_NESTING:  # else it cannot be nested that deep
+                deep = too_deep(nesting(value), where)
+        if deep:
+            raise fail(message, deep, "Flatten it.")
+        return dumps(message, where, value)
 
 
 class Reader:
@@ -316,7 +324,8 @@ class Reader:
         from mistral_common.utils.json_utils import validate_json_schema_by_draft7
 
         try:
-            validate_json_schema_by_draft7(value=parameters)
+            with callers_recursion_limit():  # as mistral-common runs it
+                validate_json_schema_by_draft7(value=parameters)
         except RecursionError:
             raise ConversationError(
                 where,

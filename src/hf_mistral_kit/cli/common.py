@@ -77,10 +77,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 # The most a conversation input (a render FILE, stdin, a --tools file) may hold, read in chunks and refused beyond,
 # so that an endless stream (`render - < /dev/zero`, a runaway pipe) ends in an error instead of exhausting memory.
-# One conversation holds at most the chat package's MAX_CHAT_BYTES of text (hf_mistral_kit.chat.limits), which JSON
-# may spell with up to six bytes per character (\uXXXX escapes); a JSONL file holds many conversations, one a line.
-# 256 MiB keeps room for several of the largest conversations, however written, and bounds the bytes held at once.
-MAX_INPUT_BYTES = 256 * 2**20
+# One conversation holds at most the chat package's MAX_CHAT_BYTES (8 MiB) of text (hf_mistral_kit.chat.limits), which
+# JSON may spell with up to six bytes per character (\uXXXX escapes): 48 MiB. Parsed, JSON of short messages takes up
+# to ~15 times its size in Python objects, so 64 MiB of input stays near 1 GB; a JSONL file of more conversations
+# than that is split into several files.
+MAX_INPUT_BYTES = 64 * 2**20
 _CHUNK = 2**20  # read at a time; a NUL byte in the first chunk (without a UTF-16/32 byte-order mark) means binary
 
 
@@ -200,22 +201,22 @@ def json_values(text: str, name: str) -> list[tuple[int, Any]]:
     decoder = json.JSONDecoder()
     values, position = [], _JSON_WHITESPACE.match(text, 0).end()
     line, counted = 1, 0  # the line number at offset `counted`
-    while position < len(text):
-        try:
-            with recursion_room():  # JSON as deep as the conversation contract takes (chat.limits.MAX_NESTING)
+    with recursion_room():  # JSON as deep as the conversation contract takes (chat.limits.MAX_NESTING)
+        while position < len(text):
+            try:
                 value, end = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as error:
-            raise CLIError(f"{name}: invalid JSON at {_where(text, error.pos)}: {error.msg}.") from None
-        except RecursionError:
-            raise CLIError(
-                f"{name}: the JSON value at {_where(text, position)} is nested too deeply for Python's JSON parser "
-                f"(the kit renders JSON nested at most {MAX_NESTING} levels deep): flatten it."
-            ) from None
-        except ValueError as error:  # e.g. an integer with more digits than Python converts
-            raise CLIError(f"{name}: invalid JSON value at {_where(text, position)}: {error}.") from None
-        line, counted = line + text.count("\n", counted, position), position
-        values.append((line, value))
-        position = _JSON_WHITESPACE.match(text, end).end()
+            except json.JSONDecodeError as error:
+                raise CLIError(f"{name}: invalid JSON at {_where(text, error.pos)}: {error.msg}.") from None
+            except RecursionError:
+                raise CLIError(
+                    f"{name}: the JSON value at {_where(text, position)} is nested too deeply for Python's JSON parser "
+                    f"(the kit renders JSON nested at most {MAX_NESTING} levels deep): flatten it."
+                ) from None
+            except ValueError as error:  # e.g. an integer with more digits than Python converts
+                raise CLIError(f"{name}: invalid JSON value at {_where(text, position)}: {error}.") from None
+            line, counted = line + text.count("\n", counted, position), position
+            values.append((line, value))
+            position = _JSON_WHITESPACE.match(text, end).end()
     return values
 
 

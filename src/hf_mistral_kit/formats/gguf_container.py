@@ -31,6 +31,9 @@ INTEGER, FLOAT, BOOL, STRING, ARRAY = "integer", "float", "bool", "string", "arr
 # embed a whole tokenizer.json, a few MB more).
 MAX_METADATA_ITEMS = 4 * MAX_VOCAB
 MAX_METADATA_TEXT = 64 << 20
+# A Mistral/Mixtral GGUF has ~9 tensors per layer (~33 with one tensor per expert, as llama.cpp's first Mixtral files
+# were written): under 2,000 for Mixtral-8x22B's 56 layers. The index is read whole, so it is bounded too.
+MAX_TENSORS = 1 << 16
 GGML_MAX_DIMS = 4  # llama.cpp's tensors have at most 4 dimensions
 GGUF_VERSIONS = (2, 3)  # what the `gguf` package reads; version 1 (August 2023) predates 64-bit sizes
 # Tensor types stored as numpy element types; the others (quantized, BF16) are rows of bytes.
@@ -232,7 +235,9 @@ def read_gguf_container(path: Path) -> GGUFContainer:
         header.key = f"metadata key {index}"
         key = header.string()
         if key in fields:
-            raise GGUFError(f"{path}: metadata key {key} appears twice; the file is corrupted.")
+            raise GGUFError(
+                f"{path}: metadata key {key} appears twice; the file is corrupted: download or convert it again."
+            )
         header.key = key
         (value_type,) = header.take("I")
         fields[key], types[key] = header.value(value_type)
@@ -244,13 +249,21 @@ def read_gguf_container(path: Path) -> GGUFContainer:
             f"{path}: general.alignment is stored as {stored.describe(alignment)}; it must be an integer, a power of "
             "two. The file is corrupted."
         )
+    if tensor_count > MAX_TENSORS:
+        raise GGUFError(
+            f"{path}: its header announces {tensor_count} tensors, more than any Mistral/Mixtral GGUF has (the kit "
+            f"reads at most {MAX_TENSORS}); the kit refuses the file before reading them. It is not such a model, or "
+            "it is corrupted: download or convert it again."
+        )
     index = []
     names = set()
     for number in range(tensor_count):
         header.key = f"tensor {number}"
         name = header.string()
         if name in names:
-            raise GGUFError(f"{path}: tensor {name!r} appears twice; the file is corrupted.")
+            raise GGUFError(
+                f"{path}: tensor {name!r} appears twice; the file is corrupted: download or convert it again."
+            )
         names.add(name)
         header.key = f"tensor {name!r}"
         (dims,) = header.take("I")

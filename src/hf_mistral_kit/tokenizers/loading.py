@@ -88,7 +88,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as error:
-        raise TokenizerFileError(f"Cannot read {path}: {error}.") from error
+        raise TokenizerFileError(
+            f"Cannot read {path}: {error}. Fix or remove the file (saving the tokenizer with the kit rewrites it)."
+        ) from error
     return value if isinstance(value, dict) else {}
 
 
