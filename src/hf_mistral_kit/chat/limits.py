@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .errors import ConversationError
+from .plain import KeyClash, map_strings
 
 MAX_NESTING = 987  # containers (dicts and lists) one inside the other: mistral-common 1.13's, measured as above
 MAX_CHAT_BYTES = 8 * 2**20  # UTF-8 bytes of text in one conversation (strings of the messages and tools)
@@ -208,30 +209,11 @@ def _strings(value: Any, out: list[str]) -> None:
 
 def _replaced(value: Any, tools: bool) -> Any:
     """`value` rebuilt with every string (keys included) as tiktoken reads it, without recursion."""
-    root: list[Any] = [None]
-    stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
-    while stack:
-        item, parent, key = stack.pop()
-        if isinstance(item, str):
-            parent[key] = as_tiktoken_reads(item) if _has_surrogate(item) else item
-        elif isinstance(item, dict):
-            container: dict[Any, Any] = {}
-            parent[key] = container
-            for k, child in item.items():
-                if isinstance(k, str) and _has_surrogate(k):
-                    k = as_tiktoken_reads(k)
-                    if k in item or k in container:
-                        raise ConversationError(
-                            "tools" if tools else "",
-                            f"two keys become {k!r} once lone surrogates are U+FFFD (as the tokenizer reads them).",
-                            "Remove the lone surrogates from the keys.",
-                        )
-                container[k] = None
-                stack.append((child, container, k))
-        elif isinstance(item, (list, tuple)):
-            items = list(item)
-            parent[key] = items
-            stack.extend((child, items, i) for i, child in enumerate(items))
-        else:
-            parent[key] = item
-    return root[0]
+    try:
+        return map_strings(value, lambda text: as_tiktoken_reads(text) if _has_surrogate(text) else text)
+    except KeyClash as clash:
+        raise ConversationError(
+            "tools" if tools else "",
+            f"two keys become {clash.key!r} once lone surrogates are U+FFFD (as the tokenizer reads them).",
+            "Remove the lone surrogates from the keys.",
+        ) from None

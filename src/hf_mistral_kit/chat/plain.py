@@ -10,7 +10,7 @@ recursion) and cycles are an error.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ConversationError
@@ -159,6 +159,45 @@ def plain_tools(tools: Any, placeholders: bool) -> list[Any] | None:
             )
         schemas.append(tool)
     return to_plain(schemas, placeholders)
+
+
+class KeyClash(ValueError):
+    """Two keys of one mapping that `map_strings`' function makes one (a value would be lost)."""
+
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(f"two keys become {key!r}")
+
+
+def map_strings(value: Any, function: Callable[[str], str]) -> Any:
+    """`value` with `function` applied to every string in it (dict keys included), without recursion: mappings come
+    back as dicts, lists and tuples as lists, anything else as it is. Raises `KeyClash` when two keys of a mapping
+    become one."""
+    if isinstance(value, str):
+        return function(value)
+    if not isinstance(value, (Mapping, list, tuple)):
+        return value
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]  # (source, parent container, key in the parent)
+    while stack:
+        source, parent, key = stack.pop()
+        if isinstance(source, str):
+            parent[key] = function(source)
+        elif isinstance(source, Mapping):
+            mapped = parent[key] = {}
+            for item_key, item in source.items():
+                if isinstance(item_key, str):
+                    item_key = function(item_key)
+                if item_key in mapped:
+                    raise KeyClash(item_key)
+                mapped[item_key] = None
+                stack.append((item, mapped, item_key))
+        elif isinstance(source, (list, tuple)):
+            mapped = parent[key] = [None] * len(source)
+            stack.extend((item, mapped, index) for index, item in enumerate(source))
+        else:
+            parent[key] = source
+    return root[0]
 
 
 def describe(value: Any) -> str:

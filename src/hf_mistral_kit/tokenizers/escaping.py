@@ -8,11 +8,13 @@ matcher never sees the spelling and the encoder's pieces come out as if it were 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
 
 from tokenizers import Regex, normalizers
+
+from ..chat.plain import map_strings
 
 # Inserted after the first character of every control-token spelling found in conversation data; the chat encoder's
 # normalizer removes it. A mark followed by _LITERAL stands for a U+E000 of the data itself; a one-character control
@@ -48,30 +50,10 @@ class ControlTokenEscaper:
     def escape(self, value: Any) -> Any:
         """`value` with every string in it (dict keys included) escaped; other values returned as they are.
 
-        Iterative, so that data nested as deeply as the conversation contract admits never hits the recursion limit.
+        Iterative (`map_strings`), so that data nested as deeply as the conversation contract admits never hits the
+        recursion limit.
         """
-        if isinstance(value, str):
-            return self.escape_text(value)
-        if not isinstance(value, (Mapping, list, tuple)):
-            return value
-        root: list[Any] = [None]
-        stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]  # (source, parent container, key in the parent)
-        while stack:
-            source, parent, key = stack.pop()
-            if isinstance(source, str):
-                parent[key] = self.escape_text(source)
-            elif isinstance(source, Mapping):
-                escaped = parent[key] = {}
-                for item_key, item in source.items():
-                    item_key = self.escape_text(item_key) if isinstance(item_key, str) else item_key
-                    escaped[item_key] = None
-                    stack.append((item, escaped, item_key))
-            elif isinstance(source, (list, tuple)):
-                escaped = parent[key] = [None] * len(source)
-                stack.extend((item, escaped, index) for index, item in enumerate(source))
-            else:
-                parent[key] = source
-        return root[0]
+        return map_strings(value, self.escape_text)
 
     def escape_text(self, text: str) -> str:
         if _MARK in text:
