@@ -79,3 +79,51 @@ def derive(name: str, directory: Path) -> Path:
     path = directory / f"{name}.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
+
+
+# issue 19: crafted tekken.json files, Nemo's file with one edit each, and a fragment of the TokenizerFileError the kit
+# raises for it: when loading it, or (for "backtrack", a pattern that backtracks past the tokenizers regex engine's
+# limit) when encoding BACKTRACKS with it.
+CRAFTED = {
+    "version-list": (lambda d: d["config"].update(version=["v3"]), "config.pattern and config.version must be strings"),
+    "not-base64": (
+        lambda d: d["vocab"][300].update(token_bytes="!!!notbase64"),
+        "its vocab is not a tekken vocabulary (Invalid base64-encoded string",
+    ),
+    "bytes-not-string": (lambda d: d["vocab"][300].update(token_bytes=5), "token_bytes must be a base64 string"),
+    "specials-infinite": (
+        lambda d: d["config"].update(default_num_special_tokens=float("inf")),
+        "config.default_num_special_tokens must be an integer from 1 to 100,000, got inf",
+    ),
+    "specials-1e9": (
+        lambda d: d["config"].update(default_num_special_tokens=10**9, default_vocab_size=10**9 + 131072),
+        "config.default_num_special_tokens must be an integer from 1 to 100,000, got 1000000000",
+    ),
+    "specials-float": (
+        lambda d: d["config"].update(default_num_special_tokens=1e9, default_vocab_size=1e9 + 131072),
+        "config.default_num_special_tokens must be an integer from 1 to 100,000, got 1000000000.0",
+    ),
+    "invalid-regex": (
+        lambda d: d["config"].update(pattern="(unclosed"),
+        "config.pattern is not a regular expression the tokenizers library can run",
+    ),
+    "special-rank-string": (
+        lambda d: d.update(special_tokens=[{"rank": "zero", "token_str": "<unk>"}]),
+        "special_tokens must be a list of {'rank': int, 'token_str': str}",
+    ),
+    "vocab-not-list": (lambda d: d.update(vocab={"a": 1}), "and vocab a list"),
+    "backtrack": (
+        lambda d: d["config"].update(pattern="(a+)+$|" + d["config"]["pattern"]),
+        "cannot encode this text: the tokenizers library stopped with Onig",
+    ),
+}
+BACKTRACKS = "a" * 40 + "!"
+
+
+def crafted(name: str, directory: Path) -> Path:
+    """Write the crafted tekken file `name` (a key of CRAFTED) into `directory`, as `tekken_<name>.json`."""
+    data = json.loads(SHIPPED["tekken-v3"].read_text(encoding="utf-8"))
+    CRAFTED[name][0](data)
+    path = directory / f"tekken_{name}.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path

@@ -27,6 +27,7 @@ from hf_mistral_kit.chat.limits import MAX_NESTING, recursion_room
 from hf_mistral_kit.cli import ExitCode, main
 from hf_mistral_kit.cli.common import MAX_INPUT_BYTES
 from reference_configs import MISTRAL_7B, MIXTRAL_8X7B
+from tekken_files import BACKTRACKS, CRAFTED, crafted
 
 SCRIPT = Path(sys.executable).with_name("hf-mistral-kit")
 OK, USAGE, MISSING, OOM = ExitCode.OK, ExitCode.USAGE, ExitCode.MISSING, ExitCode.OUT_OF_MEMORY
@@ -58,13 +59,6 @@ GGUF_EDITS = {
     "freq-base-inf": {"llama.rope.freq_base": (float("inf"), FLOAT32)},
     "context-2**63": {"llama.context_length": (2**63, GGUFValueType.UINT64)},
     "bos-string": {"tokenizer.ggml.bos_token_id": ("1", STRING)},
-}
-TEKKEN_EDITS = {
-    "backtrack": lambda d: d["config"].update(pattern="(a+)+$|" + d["config"]["pattern"]),
-    "version-list": lambda d: d["config"].update(version=["v3"]),
-    "specials-1e9": lambda d: d["config"].update(default_num_special_tokens=1e9, default_vocab_size=1e9 + 131072),
-    "not-base64": lambda d: d["vocab"][300].update(token_bytes="!!!notbase64"),
-    "invalid-regex": lambda d: d["config"].update(pattern="(unclosed"),
 }
 HEADER_EDITS = {
     "header-list": lambda header: json.dumps(list(header)).encode(),
@@ -138,7 +132,7 @@ def corpus(tmp_path_factory) -> dict[str, str]:
         with recursion_room():
             file(f"schema-{levels}.json", json.dumps({"messages": CONV, "tools": tools}).encode())
     file("private-use.json", json.dumps([{"role": "user", "content": "\ue000" * 10_000_000}]).encode())
-    file("backtracks.json", json.dumps([{"role": "user", "content": "a" * 40 + "!"}]).encode())
+    file("backtracks.json", json.dumps([{"role": "user", "content": BACKTRACKS}]).encode())
     gguf = kit.convert_checkpoint(kit.tiny_model("mistral"), root / "tiny.gguf", to="gguf")
     for name, fields in GGUF_EDITS.items():
         paths[f"gguf-{name}"] = str(
@@ -146,11 +140,8 @@ def corpus(tmp_path_factory) -> dict[str, str]:
         )
     paths["gguf-vocab-3m"] = str(with_vocabulary(gguf, root / "gguf-vocab-3m.gguf", 3_000_000))
     paths["tiny.gguf"] = str(gguf)
-    nemo = json.loads(kit.reference_tokenizer_file("tekken").read_text(encoding="utf-8"))
-    for name, edit in TEKKEN_EDITS.items():
-        crafted = json.loads(json.dumps(nemo))
-        edit(crafted)
-        file(f"tekken_{name}.json", json.dumps(crafted).encode())
+    for name in CRAFTED:
+        paths[f"tekken_{name}.json"] = str(crafted(name, root))
 
     hf = kit.tiny_model("mistral", vocab_size=256)  # small weights: every broken copy is cheap
     native = kit.tiny_model("mixtral", native=True, vocab_size=256)
@@ -283,36 +274,15 @@ def _cases() -> list[tuple]:
             USAGE,
             "the conversation's text is more than 8,388,608 bytes of UTF-8",
         ),
-        (
-            "render-tekken-backtracks",
-            ["render", "--tokenizer", "{tekken_backtrack.json}", "--tokens", "{backtracks.json}"],
-            USAGE,
-            "cannot encode this text: the tokenizers library stopped with Onig",
-        ),
-        (
-            "render-tekken-version-list",
-            ["render", "--tokenizer", "{tekken_version-list.json}", "--tokens", "{conv.json}"],
-            USAGE,
-            "config.pattern and config.version must be strings",
-        ),
-        (
-            "render-tekken-specials-1e9",
-            ["render", "--tokenizer", "{tekken_specials-1e9.json}", "--tokens", "{conv.json}"],
-            USAGE,
-            "config.default_num_special_tokens must be an integer from 1 to 100,000, got 1000000000.0",
-        ),
-        (
-            "render-tekken-not-base64",
-            ["render", "--tokenizer", "{tekken_not-base64.json}", "--tokens", "{conv.json}"],
-            USAGE,
-            "its vocab is not a tekken vocabulary (Invalid base64-encoded string",
-        ),
-        (
-            "render-tekken-invalid-regex",
-            ["render", "--tokenizer", "{tekken_invalid-regex.json}", "--tokens", "{conv.json}"],
-            USAGE,
-            "config.pattern is not a regular expression the tokenizers library can run",
-        ),
+        *[
+            (
+                f"render-tekken-{name}",
+                ["render", "--tokenizer", f"{{tekken_{name}.json}}", "--tokens", "{backtracks.json}"],
+                USAGE,
+                message,
+            )
+            for name, (_, message) in CRAFTED.items()
+        ],
         ("render-json-column", ["render", "{column.jsonl}"], USAGE, "line 2, column 17: Expecting ',' delimiter"),
         ("render-device", ["render", "/dev/zero"], USAGE, "is not a regular file (a device or socket)"),
         ("render-missing", ["render", "{root}/nope.json"], MISSING, "does not exist"),

@@ -19,6 +19,7 @@ from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 import hf_mistral_kit as kit
 from chats import conversations, plain_text, portable_corpus, reference_ids
 from hf_mistral_kit.tokenizers.tekken import MistralTekkenTokenizer
+from tekken_files import BACKTRACKS, CRAFTED, crafted
 
 FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -174,38 +175,12 @@ def test_versions_and_files_the_kit_does_not_template_are_refused_with_the_fix(t
         kit.load_tokenizer(tmp_path / "bad.tekken.json")
 
 
-# issue 19: crafted tekken.json files end in TokenizerFileError naming what is wrong, in bounded memory. Each edit of
-# Nemo's file, and the message's fragment.
-CRAFTED = {
-    "version-list": (lambda d: d["config"].update(version=["v3"]), "config.pattern and config.version must be strings"),
-    "not-base64": (lambda d: d["vocab"][300].update(token_bytes="!!!notbase64"), "its vocab is not a tekken vocab"),
-    "bytes-not-string": (lambda d: d["vocab"][300].update(token_bytes=5), "token_bytes must be a base64 string"),
-    "specials-infinite": (
-        lambda d: d["config"].update(default_num_special_tokens=float("inf")),
-        "config.default_num_special_tokens must be an integer from 1 to 100,000, got inf",
-    ),
-    "specials-1e9": (
-        lambda d: d["config"].update(default_num_special_tokens=10**9, default_vocab_size=10**9 + 131072),
-        "config.default_num_special_tokens must be an integer from 1 to 100,000, got 1000000000",
-    ),
-    "specials-float": (
-        lambda d: d["config"].update(default_num_special_tokens=1e9, default_vocab_size=1e9 + 131072),
-        "got 1000000000.0",
-    ),
-    "invalid-regex": (lambda d: d["config"].update(pattern="(unclosed"), "config.pattern is not a regular expression"),
-    "special-rank-string": (
-        lambda d: d.update(special_tokens=[{"rank": "zero", "token_str": "<unk>"}]),
-        "special_tokens must be a list of {'rank': int, 'token_str': str}",
-    ),
-    "vocab-not-list": (lambda d: d.update(vocab={"a": 1}), "and vocab a list"),
-}
-
-
-@pytest.mark.parametrize("name", list(CRAFTED))
+# issue 19: crafted tekken.json files (tests/tekken_files.py) end in TokenizerFileError naming what is wrong, in
+# bounded memory.
+@pytest.mark.parametrize("name", [name for name in CRAFTED if name != "backtrack"])
 def test_crafted_tekken_files_are_refused_with_a_typed_error(name, tmp_path):
-    edit, message = CRAFTED[name]
-    path = _tekken_file(tmp_path, f"tekken_{name}.json", edit)
-    with pytest.raises(kit.TokenizerFileError, match=re.escape(message)) as raised:
+    path = crafted(name, tmp_path)
+    with pytest.raises(kit.TokenizerFileError, match=re.escape(CRAFTED[name][1])) as raised:
         kit.load_tokenizer(path)
     assert str(path) in str(raised.value)
     if name != "specials-1e9":  # mistral-common allocates ~20 GB of names for it
@@ -216,17 +191,13 @@ def test_crafted_tekken_files_are_refused_with_a_typed_error(name, tmp_path):
 def test_a_pattern_that_backtracks_without_end_is_a_typed_error_not_a_panic(tmp_path):
     """tokenizers' Oniguruma stops the crafted pattern (a pyo3 PanicException, which `except Exception` misses);
     mistral-common's tiktoken encodes the text."""
-    path = _tekken_file(
-        tmp_path, "tekken_backtrack.json", lambda d: d["config"].update(pattern="(a+)+$|" + d["config"]["pattern"])
-    )
-    tokenizer = kit.load_tokenizer(path)
-    text = "a" * 40 + "!"
+    tokenizer = kit.load_tokenizer(crafted("backtrack", tmp_path))
     for encode in (
-        lambda: tokenizer.apply_chat_template([{"role": "user", "content": text}]),
-        lambda: tokenizer(text),
-        lambda: tokenizer([text, "b"]),
+        lambda: tokenizer.apply_chat_template([{"role": "user", "content": BACKTRACKS}]),
+        lambda: tokenizer(BACKTRACKS),
+        lambda: tokenizer([BACKTRACKS, "b"]),
     ):
-        with pytest.raises(kit.TokenizerFileError, match="cannot encode this text: the tokenizers library stopped"):
+        with pytest.raises(kit.TokenizerFileError, match=re.escape(CRAFTED["backtrack"][1])):
             encode()
     assert tokenizer("aaa")["input_ids"]  # other text still encodes
 
