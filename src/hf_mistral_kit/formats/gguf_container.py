@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,15 @@ class _Header:
         except UnicodeDecodeError as error:
             raise GGUFError(f"{self.path}: {self.key} holds text that is not UTF-8 ({error.reason}).") from None
 
+    def unique_string(self, seen: Container[str], what: str) -> str:
+        """A name (a metadata key, a tensor name) that must not be one of `seen`; `what` ("tensor {!r}") names it."""
+        name = self.string()
+        if name in seen:
+            raise GGUFError(
+                f"{self.path}: {what.format(name)} appears twice; the file is corrupted: download or convert it again."
+            )
+        return name
+
     def count(self, length: int, what: str) -> None:
         """Account for `length` more entries of the metadata before any of them is read."""
         self.items += length
@@ -233,11 +243,7 @@ def read_gguf_container(path: Path) -> GGUFContainer:
     types: dict[str, StoredType] = {}
     for index in range(key_count):
         header.key = f"metadata key {index}"
-        key = header.string()
-        if key in fields:
-            raise GGUFError(
-                f"{path}: metadata key {key} appears twice; the file is corrupted: download or convert it again."
-            )
+        key = header.unique_string(fields, "metadata key {}")
         header.key = key
         (value_type,) = header.take("I")
         fields[key], types[key] = header.value(value_type)
@@ -259,11 +265,7 @@ def read_gguf_container(path: Path) -> GGUFContainer:
     names = set()
     for number in range(tensor_count):
         header.key = f"tensor {number}"
-        name = header.string()
-        if name in names:
-            raise GGUFError(
-                f"{path}: tensor {name!r} appears twice; the file is corrupted: download or convert it again."
-            )
+        name = header.unique_string(names, "tensor {!r}")
         names.add(name)
         header.key = f"tensor {name!r}"
         (dims,) = header.take("I")
