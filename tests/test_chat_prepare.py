@@ -181,6 +181,13 @@ def test_validation_modes_are_mistral_commons(kit_tokenizers, reference_tokenize
     assert tokenizer.apply_chat_template(sample)["input_ids"] == reference_ids(reference, sample, mode="finetuning")
     with pytest.raises(ConversationError, match="Drop add_generation_prompt .* continue_final_message=True"):
         tokenizer.apply_chat_template(sample, add_generation_prompt=True)
+    # issue 20: a mode the caller named is what to change, not an add_generation_prompt that was never passed.
+    for mode in ("serving", "test"):
+        with pytest.raises(ConversationError) as refused:
+            tokenizer.apply_chat_template(sample, validation_mode=mode)
+        assert "add_generation_prompt" not in str(refused.value)
+        assert f"(validation mode '{mode}') ends with" in str(refused.value)
+        assert "Fix: Validate it as a fine-tuning sample (validation_mode='finetuning'), or pass " in str(refused.value)
     with pytest.raises(ConversationError, match="Unknown validation mode 'strict'"):
         tokenizer.apply_chat_template(sample, validation_mode="strict")
 

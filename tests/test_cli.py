@@ -16,8 +16,8 @@ import pytest
 
 import hf_mistral_kit as kit
 from chats import TOOL_CHAT, TOOLS
-from hf_mistral_kit.cli import TEMPLATES, ExitCode
-from hf_mistral_kit.cli.common import MAX_INPUT_BYTES, CLIError
+from hf_mistral_kit.cli import COMMAND_EXIT_CODES, TEMPLATES, ExitCode
+from hf_mistral_kit.cli.common import EXIT_CODE_MEANINGS, MAX_INPUT_BYTES, CLIError
 from reference_configs import MISTRAL_7B, MIXTRAL_8X7B, MIXTRAL_8X7B_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +63,17 @@ def test_help_for_every_subcommand_and_python_dash_m(cli_env, run):
         result = run(command, "--help")
         assert result.returncode == 0
         assert result.stdout.startswith(f"usage: hf-mistral-kit {command}") and "exit codes:" in result.stdout
+        # issue 20: the codes this command can end with, on one line, not the whole table again.
+        (codes,) = [line for line in result.stdout.splitlines() if line.startswith("exit codes: ")]
+        listed = [int(code) for code in re.findall(r"(\d+) [a-z ]+[,;]", codes)]
+        assert listed == [int(code) for code in COMMAND_EXIT_CODES[command]] and "1 is a bug" in codes
+        assert EXIT_CODE_MEANINGS[ExitCode.MISSING] not in result.stdout
+    assert "5 mismatch" in run("render", "--help").stdout and "5 mismatch" not in run("plan", "--help").stdout
+    # The defaults are said: render's template, plan's and demo's context.
+    assert "Without --template or --tokenizer the template is mistral_v1" in " ".join(
+        run("render", "--help").stdout.split()
+    )
+    assert "(default: 4096, or the model's window if shorter)" in " ".join(run("plan", "--help").stdout.split())
 
 
 def test_no_subcommand_and_bad_arguments_are_usage_errors(cli_env, run):
@@ -594,11 +605,57 @@ def test_chat_errors(run, tiny_checkpoints, tmp_path):
     model = str(tiny_checkpoints["mistral"])
     assert_user_error(run("chat", str(tmp_path / "nope")), ExitCode.MISSING, "does not exist")
     assert_user_error(run("chat", str(tmp_path)), ExitCode.MISSING, "no config.json")
-    bad_line = run("chat", model, "--jsonl", "--max-new-tokens", "2", input='{"content": "hi"}\n{"content": 3}\n')
-    assert_user_error(bad_line, ExitCode.USAGE, "stdin line 2: expected")
-    assert len(bad_line.stdout.splitlines()) == 1  # the first line was answered before the bad one
     assert_user_error(run("chat", model, "--preset", "turbo"), ExitCode.USAGE, "unknown preset 'turbo'")
     assert_user_error(run("chat", model, "--preset", "fa2"), ExitCode.USAGE, "flash_attention_2 needs")
+
+
+def test_chat_jsonl_answers_every_line_bad_ones_with_an_error_line(run, tiny_checkpoints):
+    # issue 20: the first malformed line ended the session, and every later line went unanswered.
+    model = str(tiny_checkpoints["mistral"])
+    lines = [
+        '{"content": "hi"}',
+        "not json",
+        '{"content": 3}',
+        '{"role": "system", "content": "x"}',
+        json.dumps({"content": "x" * (8 * 2**20 + 1)}),  # more text than a conversation may hold
+        '{"content": "\\ud800"}',
+        '{"content": "hi"}',
+    ]
+    result = run("chat", model, "--jsonl", "--temperature", "0", "--max-new-tokens", "2", input="\n".join(lines) + "\n")
+    assert_user_error(result, ExitCode.USAGE, "5 input lines got no reply (lines 2, 3, 4, 5, 6): their error lines")
+    first, *errors, last = [json.loads(line) for line in result.stdout.splitlines()]
+    # The failed lines left no trace in the history: the last reply is the one after the first exchange alone.
+    twice = run("chat", model, "--jsonl", "--temperature", "0", "--max-new-tokens", "2", input=(lines[0] + "\n") * 2)
+    assert [first, last] == [json.loads(line) for line in twice.stdout.splitlines()]
+    assert [(error["event"], error["line"]) for error in errors] == [("error", n) for n in (2, 3, 4, 5, 6)]
+    for error, expected in zip(
+        errors,
+        ["invalid JSON at column 1", "expected {", "role 'system'", "more than 8,388,608 bytes", "holds '\\ud800'"],
+        strict=True,
+    ):
+        assert error["message"].startswith(f"stdin line {error['line']}") and expected in error["message"], error
+    # Without --jsonl: each error on stderr as it happens, the other lines answered.
+    text = run("chat", model, "--temperature", "0", "--max-new-tokens", "2", input="hi\n" + lines[4] + "\nhi\n")
+    assert_user_error(text, ExitCode.USAGE, "1 input line got no reply (line 2): see the errors above.")
+    assert "chat: error: stdin line 2: messages[2] (user): the conversation's text is more than" in text.stderr
+    assert len(text.stdout.splitlines()) == 2
+
+
+def test_chat_and_demo_take_a_gguf_file(run, tiny_checkpoints, tmp_path):
+    # issue 20: load_model and plan took a GGUF file, chat and demo --model refused it ("is a file").
+    model = tiny_checkpoints["mistral"]
+    gguf = kit.convert_checkpoint(model, tmp_path / "tiny.gguf", to="gguf")
+    ask = '{"content": "Hello"}\n'
+    from_gguf = run("chat", str(gguf), "--jsonl", "--temperature", "0", "--max-new-tokens", "6", input=ask)
+    from_folder = run("chat", str(model), "--jsonl", "--temperature", "0", "--max-new-tokens", "6", input=ask)
+    assert from_gguf.returncode == 0, from_gguf.stderr
+    assert json.loads(from_gguf.stdout) == json.loads(from_folder.stdout)  # same weights, same tokenizer: same reply
+    demo = run("demo", "--model", str(gguf), "--max-new-tokens", "3")
+    assert demo.returncode == 0, demo.stderr
+    assert f"== model: {gguf}" in demo.stdout and "template mistral_v3" in demo.stdout and "3 tokens in" in demo.stdout
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("hello")
+    assert_user_error(run("chat", str(not_gguf)), ExitCode.USAGE, "notes.gguf is a file, and not a GGUF one")
 
 
 def test_chat_refuses_a_model_predicted_not_to_fit(run, tmp_path):
@@ -707,8 +764,23 @@ def test_plan_errors(run, tmp_path):
     assert_user_error(run("plan", str(tmp_path / "empty"), *args), ExitCode.MISSING, "no config.json or params.json")
     (tmp_path / "bad.json").write_text('{"model_type": "mistral"}')
     assert_user_error(run("plan", str(tmp_path / "bad.json"), *args), ExitCode.USAGE, "not a Mistral/Mixtral config")
-    missing_context = run("plan", str(tmp_path))
-    assert missing_context.returncode == ExitCode.USAGE and "--context" in missing_context.stderr
+
+
+def test_plan_context_defaults_as_in_the_api(run, tmp_path):
+    # issue 20: `plan` required --context; load_model and resolve_preset plan for 4096 tokens (or the model's window).
+    (tmp_path / "config.json").write_text(json.dumps(MISTRAL_7B))
+    by_default = json.loads(run("plan", str(tmp_path), "--gpu", "t4", "--preset", "4bit", "--json").stdout)
+    explicit = json.loads(
+        run("plan", str(tmp_path), "--gpu", "t4", "--preset", "4bit", "--context", "4096", "--json").stdout
+    )
+    assert by_default["context_length"] == 4096
+    assert by_default["notes"] == explicit["notes"] + [
+        "memory planned for 4096 tokens per sequence (the default); --context N plans for N."
+    ]
+    assert {**by_default, "notes": None} == {**explicit, "notes": None}
+    (tmp_path / "config.json").write_text(json.dumps({**MISTRAL_7B, "max_position_embeddings": 2048}))
+    short = json.loads(run("plan", str(tmp_path), "--gpu", "t4", "--preset", "4bit", "--json").stdout)
+    assert short["context_length"] == 2048
 
 
 # --- convert ----------------------------------------------------------------------------------------------------

@@ -319,7 +319,7 @@ def _cases() -> list[tuple]:
         ("chat-temperature-word", ["chat", "{tiny}", "--temperature", "hot"], USAGE, "got 'hot'"),
         ("chat-seed-negative", ["chat", "{tiny}", "--seed", "-1"], USAGE, "expected an integer from 0 to 2**32 - 1"),
         ("chat-max-new-tokens-zero", ["chat", "{tiny}", "--max-new-tokens", "0"], USAGE, "expected a positive integer"),
-        ("chat-conv-json", ["chat", "{conv.json}"], USAGE, "is a file; MODEL is a checkpoint directory"),
+        ("chat-conv-json", ["chat", "{conv.json}"], USAGE, "is a file, and not a GGUF one; MODEL is a checkpoint"),
         ("chat-a-directory-of-nothing", ["chat", "{root}"], MISSING, "has no config.json or params.json"),
         ("chat-missing-path", ["chat", "nonexist/config.json"], MISSING, "does not exist (no such file or directory)"),
         ("chat-hub-offline", ["chat", HUB_ID], MISSING, NO_HUB, b"", {"HF_HUB_OFFLINE": "1"}),
@@ -367,7 +367,7 @@ def _cases() -> list[tuple]:
         # demo: the environment, and --model like chat's MODEL
         ("demo-cache-in-proc", ["demo"], USAGE, CACHE_FIX, b"", {"HF_MISTRAL_KIT_CACHE": "/proc/nope"}),
         ("demo-cache-is-a-file", ["demo"], USAGE, CACHE_FIX, b"", {"HF_MISTRAL_KIT_CACHE": "{a-file}/cache"}),
-        ("demo-model-conv-json", ["demo", "--model", "{conv.json}"], USAGE, "is a file; MODEL is a checkpoint"),
+        ("demo-model-conv-json", ["demo", "--model", "{conv.json}"], USAGE, "is a file, and not a GGUF one; MODEL is"),
         ("demo-model-missing", ["demo", "--model", "nonexist/config.json"], MISSING, "does not exist"),
         ("demo-model-hub-offline", ["demo", "--model", HUB_ID], MISSING, NO_HUB, b"", {"HF_HUB_OFFLINE": "1"}),
         ("demo-max-new-tokens-word", ["demo", "--max-new-tokens", "many"], USAGE, "got 'many'"),
@@ -452,6 +452,17 @@ def test_bad_input_is_a_one_line_user_error(
         assert "--preset 4bit" not in err  # the preset that was just tried is no suggestion
     # One error line, the last one; before it at most argparse's usage, notes and transformers' progress bars.
     lines = err.strip().splitlines()
+    if argv[0] == "chat" and stdin:  # issue 20: a bad input line gets its error (and the next lines their replies)
+        assert lines[-1] == "hf-mistral-kit chat: error: 1 input line got no reply (line 1): " + (
+            "its error line says why." if "--jsonl" in argv else "see the errors above."
+        )
+        said = (
+            json.loads(out)["message"] if "--jsonl" in argv else lines[-2].removeprefix("hf-mistral-kit chat: error: ")
+        )
+        assert message in said, (out, err)
+        lines = lines[:-2] if "--jsonl" not in argv else lines[:-1]
+        assert all(line.startswith(("usage:", "note:", " ")) or "%|" in line for line in lines), err
+        return
     assert lines[-1].startswith(("hf-mistral-kit ", "hf-mistral-kit: ")) and message in lines[-1], err
     assert all(line.startswith(("usage:", "note:", " ")) or "%|" in line for line in lines[:-1]), err
 

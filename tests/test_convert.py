@@ -22,7 +22,7 @@ from hf_mistral_kit.formats.errors import NativeCheckpointError
 
 @pytest.fixture(scope="module")
 def hf_source():
-    return kit.tiny_model("mistral")
+    return kit.tiny_model("mistral", tokenizer="v1")
 
 
 def checkpoint_copy(source, target):
@@ -64,6 +64,10 @@ def test_sigterm_midway_removes_the_staging_folder_and_still_terminates(hf_sourc
     assert result.returncode == -signal.SIGTERM, result.stderr  # the status a SIGTERM gives, after cleaning up
     assert "not terminated" not in result.stdout and "Traceback" not in result.stderr
     assert not dst.exists() and leftovers(tmp_path) == []
+    # issue 20: not without a word.
+    assert result.stderr.splitlines()[-1] == (
+        f"hf-mistral-kit convert: terminated by SIGTERM: {dst} was not written (its unfinished files are removed)."
+    )
 
 
 def test_staging_folders_of_killed_runs_are_removed_on_the_next_run(hf_source, tmp_path):
@@ -218,3 +222,49 @@ def test_a_hugging_face_cache_snapshot_converts(hf_source, tmp_path):
         warnings.simplefilter("error")
         out = kit.convert_checkpoint(snapshot, tmp_path / "native", to="native")
     assert (out / "tokenizer.model.v1").read_bytes() == (hf_source / "tokenizer.model.v1").read_bytes()
+
+
+UMASK_OUTPUTS = """
+import sys
+from pathlib import Path
+import hf_mistral_kit as kit
+from hf_mistral_kit.tiny import teach
+
+root = Path(sys.argv[1])
+tiny = kit.tiny_model("mistral", path=root / "tiny")
+greeting = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+teach(kit.tiny_model("mistral", path=root / "taught"), [greeting])
+kit.convert_checkpoint(tiny, root / "x.gguf", to="gguf")
+kit.convert_checkpoint(tiny, root / "native", to="native")
+kit.convert_checkpoint(root / "native", root / "back", to="hf")
+"""
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_the_permissions_the_umask_gives(tmp_path, umask):
+    # issue 20: staging folders are mkdtemp's 0700, and save_pretrained's temporary files 0600; once published,
+    # every file and folder has what open()/mkdir() give under the caller's umask, as save_pretrained's own outputs.
+    result = subprocess.run(
+        [sys.executable, "-c", UMASK_OUTPUTS, str(tmp_path)],
+        preexec_fn=lambda: os.umask(umask),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    outputs = [tmp_path / name for name in ("tiny", "taught", "x.gguf", "native", "back")]
+    found = {path: path.stat().st_mode & 0o777 for output in outputs for path in [output, *output.rglob("*")]}
+    assert len(found) > 30 and (tmp_path / "tiny" / "model.safetensors") in found
+    expected = {path: (0o777 if path.is_dir() else 0o666) & ~umask for path in found}
+    assert {path: oct(mode) for path, mode in found.items()} == {path: oct(mode) for path, mode in expected.items()}
+
+
+def test_a_directory_named_like_a_gguf_file_is_refused(hf_source, tmp_path, run):
+    # issue 20: `convert SRC x.gguf --to native` made a folder named x.gguf without a word.
+    for to in ("native", "hf"):
+        with pytest.raises(ValueError, match=rf"x.gguf is named like a GGUF file, but to='{to}' writes a checkpoint"):
+            kit.convert_checkpoint(hf_source, tmp_path / "x.gguf", to=to)
+    result = run("convert", str(hf_source), str(tmp_path / "x.GGUF"), "--to", "native")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "x.GGUF is named like a GGUF file" in result.stderr and "(CLI: --to gguf)" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -68,7 +68,7 @@ def originals(work):
     """kind -> (HF checkpoint directory, the transformers model it holds)."""
     result = {}
     for kind in ("mistral", "mixtral"):
-        directory = kit.tiny_model(kind, work / f"hf-{kind}")
+        directory = kit.tiny_model(kind, work / f"hf-{kind}", tokenizer="v1")
         result[kind] = directory, AutoModelForCausalLM.from_pretrained(directory).eval()
     return result
 

@@ -19,7 +19,7 @@ from tokenizers.models import WordLevel
 import hf_mistral_kit as kit
 from hf_mistral_kit import MistralSentencePieceTokenizer, get_chat_template, reference_tokenizer_file
 from hf_mistral_kit.cli.demo import tiny_checkpoint
-from hf_mistral_kit.tiny import STAMP_FILE, teach
+from hf_mistral_kit.tiny import DEFAULT_TOKENIZERS, STAMP_FILE, teach
 
 
 @torch.no_grad()
@@ -40,11 +40,16 @@ def test_tiny_model_is_deterministic_in_both_layouts(kind, tmp_path):
     assert filecmp.cmp(hf / "model.safetensors", again / "model.safetensors", shallow=False)
     assert not filecmp.cmp(hf / "model.safetensors", other_seed / "model.safetensors", shallow=False)
     assert (native / "params.json").is_file() and not (native / "config.json").exists()
-    assert filecmp.cmp(hf / "tokenizer.model.v1", reference_tokenizer_file("v1"), shallow=False)
-    assert filecmp.cmp(native / "tokenizer.model.v1", reference_tokenizer_file("v1"), shallow=False)
+    # issue 20: the default tokenizer is the kind's (`DEFAULT_TOKENIZERS`, the demo's too): v3 for Mistral-7B-Instruct
+    # v0.3, v1 for Mixtral-8x7B-Instruct-v0.1.
+    version, vocab_size = {"mistral": ("v3", 32768), "mixtral": ("v1", 32000)}[kind]
+    assert DEFAULT_TOKENIZERS[kind] == version
+    assert filecmp.cmp(hf / f"tokenizer.model.{version}", reference_tokenizer_file(version), shallow=False)
+    assert filecmp.cmp(native / f"tokenizer.model.{version}", reference_tokenizer_file(version), shallow=False)
 
     model = kit.AutoModelForCausalLM.from_pretrained(hf)
-    assert model.config.vocab_size == 32000 and model.config.num_key_value_heads < model.config.num_attention_heads
+    assert model.config.vocab_size == vocab_size
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
     assert model.generation_config.eos_token_id == 2
     torch.testing.assert_close(
         logits(kit.AutoModelForCausalLM.from_pretrained(native)), logits(model), atol=1e-5, rtol=0
@@ -71,7 +76,7 @@ def test_tiny_model_without_path_and_with_v3_tokenizer():
 
 
 def test_auto_tokenizer_routes_mistral_files_to_load_tokenizer(tmp_path):
-    hf = kit.tiny_model("mistral", tmp_path / "hf")
+    hf = kit.tiny_model("mistral", tmp_path / "hf", tokenizer="v1")
     native = kit.tiny_model("mistral", tmp_path / "native", native=True, tokenizer="v3")
     for path, version in ((hf, "v1"), (native, "v3"), (native / "tokenizer.model.v3", "v3")):
         tokenizer = kit.AutoTokenizer.from_pretrained(path, padding_side="left")

@@ -3,13 +3,16 @@
 `convert_checkpoint` reads a Hugging Face or native directory (`formats.dispatch`) and writes the other layout or a
 GGUF file, weights read from memory maps and written out one at a time. Every output is built in a staging directory
 beside its destination and only renamed into place once complete: a SIGTERM removes it (and still ends the process as
-the signal would have), and staging directories a killed process left behind are removed by the next run. Files
-copied from the source must belong to it (`check_checkpoint_file`: no FIFOs, no symbolic links leading out of it).
+the signal would have), and staging directories a killed process left behind are removed by the next run. What is
+published gets the permissions the process's umask gives new files and folders (`honour_umask`), as transformers'
+`save_pretrained` does, although staging directories are private while they are built. Files copied from the source
+must belong to it (`check_checkpoint_file`: no FIFOs, no symbolic links leading out of it).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -33,6 +36,8 @@ from .formats.native import PARAMS_FILE, write_native
 from .tokenizers.loading import TOKENIZER_FILE_PATTERN, kit_tokenizer_file, load_tokenizer
 
 LAYOUTS = ("hf", "native", "gguf")
+
+logger = logging.getLogger(__name__)
 
 
 def convert_checkpoint(
@@ -63,6 +68,11 @@ def convert_checkpoint(
     else:
         if dtype is not None:
             raise ValueError("dtype only applies to to='gguf'; the safetensors layouts keep the weights' dtype.")
+        if dst.suffix.lower() == ".gguf":
+            raise ValueError(
+                f"{dst.name} is named like a GGUF file, but to={to!r} writes a checkpoint directory: convert with "
+                "to='gguf' (CLI: --to gguf) for a GGUF file, or name the directory without .gguf."
+            )
         if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
             raise FileExistsError(f"{dst} already exists and is not empty; pick a new destination.")
     if not src.is_dir():
@@ -132,6 +142,7 @@ def staged(dst: Path, *, file: bool = False) -> Iterator[Path]:
             with sigterm.deferred():
                 staging = staging_dir(dst)
             yield staging
+            honour_umask(staging / dst.name if file else staging)
             with sigterm.deferred():
                 if file:
                     (staging / dst.name).replace(dst)
@@ -141,10 +152,12 @@ def staged(dst: Path, *, file: bool = False) -> Iterator[Path]:
                         dst.rmdir()
                     staging.rename(dst)
                     (dst / STAGING_MARKER).unlink()  # last: killed before it, the complete `dst` keeps a stray marker
-        except BaseException:
+        except BaseException as error:
             if staging is not None:
                 with sigterm.deferred():
                     _remove_staging_dir(staging)
+            if isinstance(error, _Terminated):  # the process ends with SIGTERM's status: say why, and what is left
+                logger.warning("terminated by SIGTERM: %s was not written (its unfinished files are removed).", dst)
             raise
 
 
@@ -160,6 +173,32 @@ def staging_dir(dst: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-{os.getpid()}-", dir=dst.parent))
     (staging / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
     return staging
+
+
+def honour_umask(path: Path) -> None:
+    """Give `path` and, for a directory, everything in it the permissions a plain `open()` or `mkdir()` gives under the
+    process's umask: 0644 for files and 0755 for folders under umask 022. Staging directories (`tempfile.mkdtemp`) and
+    some files written inside them (temporary files renamed into place) are created owner-only; the published result
+    must be readable by whoever the umask lets read it: a team, a serving user. Symbolic links are left alone."""
+    mask = current_umask()
+    for item in [path, *(path.rglob("*") if path.is_dir() and not path.is_symlink() else ())]:
+        if item.is_symlink():
+            continue
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~mask)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the platform allows (Linux's /proc), else set and restored
+    at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _remove_staging_dir(staging: Path) -> None:

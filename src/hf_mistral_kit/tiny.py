@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
-from .convert import STAGING_MARKER, staging_dir
+from .convert import STAGING_MARKER, honour_umask, staging_dir
 from .formats.errors import NativeCheckpointError
 from .formats.files import safetensors_size
 from .hub import cache_dir
@@ -39,6 +39,9 @@ _FAMILY_DEFAULTS = {
     "mistral": {"sliding_window": 4096},
     "mixtral": {"sliding_window": None, "num_local_experts": 4, "num_experts_per_tok": 2},
 }
+# The tokenizer a tiny model of each kind carries unless told: that of the instruct model most used of the kind,
+# Mistral-7B-Instruct-v0.3 (v3: control tokens, tool calls) and Mixtral-8x7B-Instruct-v0.1 (v1). The demo's too.
+DEFAULT_TOKENIZERS = {"mistral": "v3", "mixtral": "v1"}
 
 
 def tiny_model(
@@ -47,7 +50,7 @@ def tiny_model(
     seed: int = 0,
     native: bool = False,
     *,
-    tokenizer: Literal["v1", "v2", "v3", "v7", "tekken"] | str | os.PathLike = "v1",
+    tokenizer: Literal["v1", "v2", "v3", "v7", "tekken"] | str | os.PathLike | None = None,
     **config_overrides: Any,
 ) -> Path:
     """Build a small random `kind` checkpoint at `path` and return the directory.
@@ -55,10 +58,11 @@ def tiny_model(
     The layout is Hugging Face's (`config.json`, `model.safetensors`, `generation_config.json`) unless `native=True`
     (`params.json`, `consolidated.safetensors`, plus `generation_config.json`). Both hold the real Mistral tokenizer
     from mistral-common, saved as the kit saves tokenizers (`tokenizer.json`, `tokenizer_config.json`,
-    `chat_template.jinja`, and the SentencePiece file as `tokenizer.model` and under its versioned name): v1 by
-    default (the tokenizer of Mistral 7B v0.1 and Mixtral 8x7B, vocabulary 32000), v2 with `tokenizer="v2"`, v3 with
-    `tokenizer="v3"` (v0.3 models, 32768), v7 with `tokenizer="v7"` (Mistral-Large-2411, 32768), and Mistral-Nemo's
-    tekken.json with `tokenizer="tekken"` (131072): every file of `hf_mistral_kit.versions.REFERENCE_FORMATS`. Any
+    `chat_template.jinja`, and the SentencePiece file as `tokenizer.model` and under its versioned name). By default
+    the tokenizer of the kind's best-known instruct model (`DEFAULT_TOKENIZERS`): v3 for "mistral" (Mistral-7B-Instruct-
+    v0.3, vocabulary 32768), v1 for "mixtral" (Mixtral-8x7B-Instruct-v0.1, 32000); the demo's tiny models are these.
+    `tokenizer=` picks another: "v1" (Mistral 7B v0.1/v0.2), "v2", "v3", "v7" (Mistral-Large-2411, 32768), and
+    Mistral-Nemo's tekken.json with "tekken" (131072): every file of `hf_mistral_kit.versions.REFERENCE_FORMATS`. Any
     other Mistral tokenizer file of a version the kit templates is given by its path (`tokenizer="path/to/file"`,
     e.g. a tekken v13 file for thinking and `[TOOL_CALLS]name[ARGS]{...}` calls): it is copied in under its usual
     name (`tekken.json`, `tokenizer.model.vN`), and the build is cached by the file's contents, not its path.
@@ -77,7 +81,7 @@ def tiny_model(
     """
     if kind not in _FAMILY_DEFAULTS:
         raise ValueError(f"kind must be 'mistral' or 'mixtral', got {kind!r}.")
-    tokenizer_file, tokenizer_stamp = _tokenizer_source(tokenizer)
+    tokenizer_file, tokenizer_stamp = _tokenizer_source(DEFAULT_TOKENIZERS[kind] if tokenizer is None else tokenizer)
     stamp = {"kind": kind, "seed": seed, "native": native, "tokenizer": tokenizer_stamp, "config": config_overrides}
     target = Path(path) if path is not None else _cache_path(stamp)
 
@@ -91,6 +95,7 @@ def tiny_model(
     try:
         _build(staging, stamp, tokenizer_file)
         (staging / STAGING_MARKER).unlink()
+        honour_umask(staging)
         if state == "damaged":
             warnings.warn(
                 f"the cached tiny {kind} in {target} was incomplete or damaged (a file is missing, truncated or "
@@ -174,6 +179,7 @@ def teach(
     # Written beside the folder, then moved in: the loaded weights may still map the files being replaced.
     with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}-taught-") as staging:
         _save(model, tokenizer, Path(staging), native=native)
+        honour_umask(Path(staging))
         for file in Path(staging).iterdir():
             os.replace(file, directory / file.name)
     stamp_file = directory / STAMP_FILE

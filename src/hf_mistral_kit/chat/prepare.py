@@ -91,7 +91,7 @@ def prepare_chat(
         raise ValueError(f"Unknown kit template {template!r}; expected one of {sorted(TEMPLATES)}.")
     rules_version = _rules_version(template, version)
     validation_mode = _mode(mode, messages, continue_final_message, add_generation_prompt)
-    validator = validator_for(rules_version)(validation_mode, template)
+    validator = validator_for(rules_version)(validation_mode, template, mode_given=mode is not None)
     normalizer = normalizer_for(rules_version)()
     reader = Reader(
         template,

@@ -42,8 +42,9 @@ class ValidatorV1:
     thinking = False  # thinking parts in assistant and system messages (tokenizer v13 with [THINK] tokens)
     check_order = True
 
-    def __init__(self, mode: ValidationMode, template: str):
-        self.mode, self.template = mode, template
+    def __init__(self, mode: ValidationMode, template: str, *, mode_given: bool = False):
+        # mode_given: the caller named the mode; else it follows from add_generation_prompt (see chat.prepare).
+        self.mode, self.template, self.mode_given = mode, template, mode_given
 
     def validate(self, messages: list[Message], tools: list[dict[str, Any]]) -> None:
         if self.check_order:
@@ -105,8 +106,12 @@ class ValidatorV1:
                 last,
                 f"a prompt (validation mode '{self.mode.value}') ends with a user or tool message, or with an "
                 "assistant message to continue.",
-                "Drop add_generation_prompt to render a fine-tuning sample, or pass continue_final_message=True to "
-                "continue the assistant's message.",
+                (
+                    "Validate it as a fine-tuning sample (validation_mode='finetuning')"
+                    if self.mode_given
+                    else "Drop add_generation_prompt to render a fine-tuning sample"
+                )
+                + ", or pass continue_final_message=True to continue the assistant's message.",
             )
 
     def check_tool_results(self, messages: list[Message]) -> None:

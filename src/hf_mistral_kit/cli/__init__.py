@@ -14,10 +14,22 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..planning.memory import DEFAULT_CONTEXT_LENGTH
 from ..versions import TEMPLATES
-from .common import EXIT_CODE_MEANINGS, MAX_INPUT_BYTES, CLIError, ExitCode
+from .common import DEFAULT_TEMPLATE, EXIT_CODE_MEANINGS, MAX_INPUT_BYTES, PROG, CLIError, ExitCode
 
-PROG = "hf-mistral-kit"
+# The exit codes each command can end with besides FAILED (a bug, any command): its --help lists these only.
+_COMMON = (ExitCode.OK, ExitCode.USAGE, ExitCode.MISSING, ExitCode.OUT_OF_MEMORY)
+COMMAND_EXIT_CODES = {
+    "demo": (*_COMMON, ExitCode.INTERRUPTED),
+    "chat": (*_COMMON, ExitCode.INTERRUPTED),
+    "render": (*_COMMON, ExitCode.MISMATCH, ExitCode.INTERRUPTED),
+    "doctor": (ExitCode.OK, ExitCode.USAGE, ExitCode.INTERRUPTED),
+    "plan": (*_COMMON, ExitCode.INTERRUPTED),
+    "convert": (*_COMMON, ExitCode.INTERRUPTED),
+}
+# What --context defaults to, as in load_model: the planner's default, or the model's own window where shorter.
+CONTEXT = f"{DEFAULT_CONTEXT_LENGTH}, or the model's window if shorter"
 EXIT_CODES = "\n".join(f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
 
 
@@ -42,11 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        codes = ", ".join(f"{int(code)} {code.name.lower().replace('_', ' ')}" for code in COMMAND_EXIT_CODES[name])
         return commands.add_parser(
             name,
             help=help,
             description=description,
-            epilog=f"exit codes:\n{EXIT_CODES}",
+            epilog=f"exit codes: {codes}; 1 is a bug. `{PROG} --help` says what each means.",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
@@ -60,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", metavar="PATH_OR_ID", help="run the demo on this checkpoint instead of the tiny ones")
     demo.add_argument("--preset", default="auto", help="loading preset (default: auto)")
     demo.add_argument("--max-new-tokens", type=_positive, default=24, metavar="N", help="reply length (default: 24)")
-    demo.add_argument("--context", type=_positive, default=4096, metavar="N", help="context for the plan (4096)")
+    demo.add_argument("--context", type=_positive, metavar="N", help=f"context for the plan (default: {CONTEXT})")
 
     chat = command(
         "chat",
@@ -95,13 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Render a JSON/JSONL conversation (OpenAI-style messages, tools allowed) with a chat template. JSON: a list "
         'of messages or {"messages": [...], "tools": [...]}. JSONL: one message per line, or one conversation per '
         "line. --tokens and --check use the real Mistral tokenizer of the template (v1 or v3; chatml tokenizes like "
-        "Mistral-7B-OpenOrca) unless --tokenizer names one.",
+        "Mistral-7B-OpenOrca) unless --tokenizer names one. Without --template or --tokenizer the template is "
+        f"{DEFAULT_TEMPLATE} (Mistral 7B v0.1/v0.2, Mixtral 8x7B).",
     )
     render.add_argument(
         "file", metavar="FILE", help=f"conversation file, or - for stdin (at most {MAX_INPUT_BYTES // 2**20} MiB)"
     )
     which = render.add_mutually_exclusive_group()
-    which.add_argument("--template", choices=TEMPLATES, help="template (default: mistral_v1)")
+    which.add_argument("--template", choices=TEMPLATES, help=f"template (default: {DEFAULT_TEMPLATE})")
     which.add_argument("--tokenizer", metavar="PATH", help="tokenizer file or checkpoint directory (its template)")
     render.add_argument("--tokens", action="store_true", help="print token ids and pieces instead of text")
     render.add_argument("--check", action="store_true", help="compare the ids with mistral-common's (exit 5 if not)")
@@ -127,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("model", metavar="MODEL|CONFIG", help="checkpoint directory, config.json or params.json")
     plan.add_argument("--preset", default="auto", help="loading preset (default: auto)")
-    plan.add_argument("--context", type=_positive, required=True, metavar="N", help="context length in tokens")
+    plan.add_argument("--context", type=_positive, metavar="N", help=f"context length in tokens (default: {CONTEXT})")
     plan.add_argument("--batch-size", type=_positive, default=1, metavar="B", help="sequences at once (default: 1)")
     plan.add_argument("--gpu", metavar="PROFILE", help="plan for a named hardware profile (e.g. t4, a100-80gb, cpu)")
     plan.add_argument("--json", action="store_true", help="machine-readable output")

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .common import CLIError, ExitCode, check_tools, checked_text, decode, existing_path, json_values, read_text
+from .common import PROG, CLIError, ExitCode, check_tools, checked_text, decode, existing_path, json_values, read_text
 from .models import check_weights, checkpoint_dir, loading_errors, model_config, model_shape, resolve
 
 if TYPE_CHECKING:
@@ -303,8 +303,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     from ..chat.templates import apply_chat_template
     from ..loading import load_model
     from ..planning.hardware import Hardware
+    from ..planning.memory import default_context_length
 
-    resolve(args.preset, shape, Hardware.detect(), context_length=4096)
+    resolve(args.preset, shape, Hardware.detect(), context_length=default_context_length(shape))
     check_weights(source)
     with loading_errors(source):
         model, tokenizer = load_model(source, preset=args.preset)
@@ -325,7 +326,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _lines(session: Session, stdin: Any, stdout: TextIO, *, jsonl: bool) -> int:
     """One reply per input line; /reset and /exit work here too. With --jsonl every input line gets exactly one
-    output line: the reply, or {"event": "reset" | "exit" | "empty"} for commands and blank lines."""
+    output line: the reply, {"event": "reset" | "exit" | "empty"} for commands and blank lines, or
+    {"event": "error", "line": N, "message": ...} for a line that cannot be answered (not JSON, not a user message,
+    not UTF-8, a conversation the template refuses); without it such a line's error goes to stderr. Either way the
+    lines after it are answered, and the exit code is 2 when a line failed."""
 
     def write(text: str) -> None:
         if not jsonl:
@@ -337,40 +341,68 @@ def _lines(session: Session, stdin: Any, stdout: TextIO, *, jsonl: bool) -> int:
             stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
             stdout.flush()
 
+    refused, failed = _refused(), []
     for number, line in _input_lines(stdin):
-        text = _user_text(line, number) if jsonl else line.rstrip("\n")
-        if text is None or not text.strip():
-            answer({"event": "empty"})
+        try:
+            text = _user_text(line, number) if jsonl else line_text(line, number).rstrip("\n")
+            if text is None or not text.strip():
+                answer({"event": "empty"})
+                continue
+            if text.strip() == "/exit":
+                answer({"event": "exit"})
+                break
+            if text.strip() == "/reset":
+                session.reset()
+                answer({"event": "reset"})
+                continue
+            checked_text(text, f"stdin line {number}")
+            reply, message = session.reply(text, write)
+        except (CLIError, *refused) as error:
+            failed.append(number)
+            message = str(error) if isinstance(error, CLIError) else f"stdin line {number}: {error}"
+            if jsonl:
+                answer({"event": "error", "line": number, "message": message})
+            else:
+                print(f"{PROG} chat: error: {message}", file=sys.stderr, flush=True)
             continue
-        if text.strip() == "/exit":
-            answer({"event": "exit"})
-            break
-        if text.strip() == "/reset":
-            session.reset()
-            answer({"event": "reset"})
-            continue
-        checked_text(text, f"stdin line {number}")
-        reply, message = session.reply(text, write)
         if jsonl:
             answer(reply_line(reply, message))
         else:
             stdout.write("\n")
             stdout.flush()
+    if failed:
+        shown = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
+        if len(failed) == 1:
+            summary, why = f"1 input line got no reply (line {shown})", "its error line says why"
+        else:
+            summary, why = f"{len(failed)} input lines got no reply (lines {shown})", "their error lines say why"
+        raise CLIError(f"{summary}: {why if jsonl else 'see the errors above'}.")
     return ExitCode.OK
 
 
-def _input_lines(stdin: Any) -> Iterator[tuple[int, str]]:
-    """(number, line) of stdin, decoded line by line so that a line that is not UTF-8 is an error naming it."""
+def _refused() -> tuple[type[Exception], ...]:
+    """What a conversation the kit refuses raises (too long, unrenderable, a pattern the tokenizer cannot run)."""
+    from ..chat.errors import ConversationError
+    from ..tokenizers.errors import TokenizerFileError
+
+    return ConversationError, TokenizerFileError
+
+
+def _input_lines(stdin: Any) -> Iterator[tuple[int, str | bytes]]:
+    """(number, line) of stdin: bytes where stdin has them, decoded one line at a time (`line_text`), so that a line
+    that is not UTF-8 is an error naming it and the lines after it are still read."""
     stream = getattr(stdin, "buffer", None)
-    if stream is None:  # a text stream (tests, embedding applications)
-        yield from enumerate(stdin, start=1)
-        return
-    for number, raw in enumerate(stream, start=1):
-        yield number, decode(raw, f"stdin line {number}")
+    yield from enumerate(stdin if stream is None else stream, start=1)  # a text stream: tests, embedding applications
 
 
-def _user_text(line: str, number: int) -> str | None:
+def line_text(line: str | bytes, number: int) -> str:
+    """An input line as text; a CLIError naming the line when it is not UTF-8."""
+    return line if isinstance(line, str) else decode(line, f"stdin line {number}")
+
+
+def _user_text(line: str | bytes, number: int) -> str | None:
     """The user message of one JSONL line: {"role": "user", "content": "..."} (role optional) or a JSON string."""
+    line = line_text(line, number)
     if not line.strip():
         return None
     try:
@@ -436,6 +468,9 @@ def _interactive(session: Session, args: argparse.Namespace) -> int:
             reply, _ = session.reply(line, write)
         except KeyboardInterrupt:  # before the first token (or a second Ctrl-C): nothing is kept of this turn
             print("\n[interrupted]", flush=True)
+            continue
+        except _refused() as error:  # e.g. a paste longer than a conversation may be: say why, keep chatting
+            print(f"(not sent: {error})", flush=True)
             continue
         print(flush=True)
         if reply.interrupted:

@@ -19,6 +19,12 @@ __all__ = ["CACHE_ENV", "CLIError", "ExitCode", "cache_dir", "existing_path", "r
 ROLES = ("system", "user", "assistant", "tool")
 
 
+PROG = "hf-mistral-kit"
+# `render`'s template when neither --template nor --tokenizer names one: the first Mistral format (7B v0.1/v0.2,
+# Mixtral 8x7B).
+DEFAULT_TEMPLATE = "mistral_v1"
+
+
 class ExitCode(IntEnum):
     """Exit codes scripts can rely on; what each means is in EXIT_CODE_MEANINGS (`--help`, README)."""
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 import warnings
 from pathlib import Path
 
-from .common import CLIError, ExitCode, existing_path
+from .common import PROG, CLIError, ExitCode, existing_path
 from .models import model_config, model_shape
 
 
@@ -33,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("SRC and DST are the same directory.")
     model_shape(model_config(str(src)), args.src)  # a config that cannot describe a model fails here, named
     start = time.perf_counter()
+    # The library logs why a SIGTERM'd conversion ends (the process then dies with SIGTERM's status): in our format.
+    said = logging.StreamHandler(sys.stderr)
+    said.setFormatter(logging.Formatter(f"{PROG} convert: %(message)s"))
+    logger = logging.getLogger("hf_mistral_kit.convert")
+    logger.addHandler(said)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -41,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(error), ExitCode.MISSING) from None
     except (ValueError, KeyError, OSError) as error:
         raise CLIError(f"cannot convert {src}: {error}") from None
+    finally:
+        logger.removeHandler(said)
     for warning in caught:  # the kit's own (a staging folder cleaned up, a sliding window GGUF cannot store)
         if issubclass(warning.category, UserWarning) and type(warning.message) is UserWarning:
             print(f"note: {warning.message}", file=sys.stderr)

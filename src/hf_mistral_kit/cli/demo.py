@@ -22,7 +22,6 @@ CONVERSATION = [
     {"role": "assistant", "content": "A squeeze of fresh lemon juice."},
     {"role": "user", "content": "Do you have mayonnaise recipes?"},
 ]
-TINY_TOKENIZERS = {"mistral": "v3", "mixtral": "v1"}
 RANDOM_WEIGHTS = (
     "The tiny models have RANDOM weights: their replies below are noise, not answers. The demo shows the plumbing "
     "(templates, presets, memory plan, streaming); run `hf-mistral-kit demo --model PATH` on a real checkpoint."
@@ -58,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
 def tiny_checkpoint(kind: str, root: Path | None = None) -> Path:
     """The cached tiny checkpoint of `kind` under `root` (default: the kit's cache dir), built on first use.
 
-    The tiny Mistral carries the v3 tokenizer (as Mistral-7B-Instruct-v0.3), the tiny Mixtral the v1 tokenizer (as
-    Mixtral-8x7B-Instruct-v0.1), so the demo shows both Mistral templates at work.
+    They carry `tiny_model`'s default tokenizers, v3 for the Mistral and v1 for the Mixtral (as Mistral-7B-Instruct-v0.3
+    and Mixtral-8x7B-Instruct-v0.1), so the demo shows both Mistral templates at work.
     """
     from ..tiny import tiny_model
 
@@ -76,7 +75,7 @@ def tiny_checkpoint(kind: str, root: Path | None = None) -> Path:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            path = tiny_model(kind, path=target, tokenizer=TINY_TOKENIZERS[kind])
+            path = tiny_model(kind, path=target)
     except FileExistsError:
         raise CLIError(f"{target} holds something else than the demo's tiny {kind}; delete it.") from None
     except OSError as error:
@@ -91,14 +90,16 @@ def tiny_checkpoint(kind: str, root: Path | None = None) -> Path:
 
 def _demo_model(label: str, source: str, hardware: Any, args: argparse.Namespace) -> None:
     from ..auto import AutoModelForCausalLM, AutoTokenizer
+    from ..planning.memory import default_context_length
     from ..planning.plan import plan_memory
     from .streaming import stream_reply, template_name
 
     shape = model_shape(model_config(source), Path(source).name if Path(source).exists() else source)
     _section(f"{label}: {_shown(source)}")
-    resolved = resolve(args.preset, shape, hardware, context_length=args.context)
+    context = args.context or default_context_length(shape)
+    resolved = resolve(args.preset, shape, hardware, context_length=context)
     print(resolved)
-    plan = plan_memory(shape, args.preset, context_length=args.context, hardware=hardware)
+    plan = plan_memory(shape, args.preset, context_length=context, hardware=hardware)
     print("memory plan:")
     print(textwrap.indent(str(plan), "  "))
 

@@ -118,13 +118,15 @@ def _hub_unreachable() -> str | None:
 
 
 def checkpoint_dir(value: str, *, what: str = "model") -> str:
-    """`model_source` for commands that load weights: a local path must be a checkpoint directory."""
+    """`model_source` for commands that load weights: a local path must be a checkpoint directory or a GGUF file."""
+    from ..formats.gguf import is_gguf_file
+
     source = model_source(value, what=what)
     path = Path(source)
-    if path.exists() and not path.is_dir():
+    if path.exists() and not path.is_dir() and not is_gguf_file(path):
         raise CLIError(
-            f"{value} is a file; MODEL is a checkpoint directory (config.json or params.json with the weights) or a "
-            "hub id.",
+            f"{value} is a file, and not a GGUF one; MODEL is a checkpoint directory (config.json or params.json "
+            "with the weights), a GGUF file (model.gguf) or a hub id.",
         )
     return source
 

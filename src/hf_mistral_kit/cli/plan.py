@@ -11,6 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
+from ..planning.memory import default_context_length
 from .common import CLIError, ExitCode
 from .models import model_config, model_shape, model_source, out_of_memory
 
@@ -23,20 +24,24 @@ def run(args: argparse.Namespace) -> int:
     config = model_config(source)
     shape = model_shape(config, args.model)
     hardware = _hardware(args.gpu) if args.gpu else Hardware.detect()
+    context = args.context or default_context_length(shape)
     try:
-        resolved = resolve_preset(args.preset, hardware, model=shape, context_length=args.context, check_fit=False)
+        resolved = resolve_preset(args.preset, hardware, model=shape, context_length=context, check_fit=False)
     except DoesNotFitError as error:  # 'auto': nothing fits anywhere on this machine
         raise CLIError(str(error), ExitCode.OUT_OF_MEMORY) from None
     except (PresetError, ImportError) as error:
         raise CLIError(str(error)) from None
-    plan = resolved.plan_for(shape, context_length=args.context, batch_size=args.batch_size, hardware=hardware)
+    plan = resolved.plan_for(shape, context_length=context, batch_size=args.batch_size, hardware=hardware)
+    notes = list(resolved.notes)
+    if args.context is None:
+        notes.append(f"memory planned for {context} tokens per sequence (the default); --context N plans for N.")
     if args.json:
-        print(json.dumps({**plan_dict(plan), "notes": list(resolved.notes)}, indent=2), flush=True)
+        print(json.dumps({**plan_dict(plan), "notes": notes}, indent=2), flush=True)
     else:
         print(plan)
-        print("\n".join(["notes:", *(f"  - {note}" for note in resolved.notes)]), flush=True)
+        print("\n".join(["notes:", *(f"  - {note}" for note in notes)]), flush=True)
     if plan.fits is False:
-        alternatives = suggest_presets(args.preset, hardware, shape, args.context, args.batch_size)
+        alternatives = suggest_presets(args.preset, hardware, shape, context, args.batch_size)
         raise out_of_memory(plan, alternatives)
     return ExitCode.OK
 

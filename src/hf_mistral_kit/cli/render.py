@@ -14,9 +14,8 @@ from jinja2.exceptions import TemplateError
 
 from ..chat.templates import get_chat_template, render
 from ..versions import CHATML, template_format
-from .common import CLIError, ExitCode, existing_path, read_conversations
+from .common import DEFAULT_TEMPLATE, CLIError, ExitCode, existing_path, read_conversations
 
-DEFAULT_TEMPLATE = "mistral_v1"
 # ChatML is checked and tokenized like Mistral-7B-OpenOrca: tokenizer v1 with the two ChatML tokens added.
 CHATML_TOKENIZER = "v1"
 

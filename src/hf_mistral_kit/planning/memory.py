@@ -34,6 +34,15 @@ NESTED_TABLE_BYTES = 256 * 4 + 4  # the 8-bit code table and offset for the quan
 CUDA_OVERHEAD_BYTES = 512 * 2**20
 CPU_OVERHEAD_BYTES = 1 * GiB
 
+# Context length memory is planned for when none is given (load_model, resolve_preset, `plan` and `demo` without
+# --context): a long chat, well inside every Mistral's window.
+DEFAULT_CONTEXT_LENGTH = 4096
+
+
+def default_context_length(shape: ModelShape) -> int:
+    """The context planned for when none is given: DEFAULT_CONTEXT_LENGTH, or the model's whole window if shorter."""
+    return min(DEFAULT_CONTEXT_LENGTH, shape.max_position_embeddings or DEFAULT_CONTEXT_LENGTH)
+
 
 @dataclass(frozen=True)
 class ModelShape:

@@ -17,12 +17,9 @@ from typing import Any
 import torch
 
 from .hardware import BITSANDBYTES_MIN_VERSION, FLASH_ATTN_MIN_VERSION, GiB, Hardware
-from .memory import CPU_OVERHEAD_BYTES, MemoryPlan, ModelShape, estimate
+from .memory import CPU_OVERHEAD_BYTES, MemoryPlan, ModelShape, default_context_length, estimate
 
 __all__ = ["PRESETS", "DoesNotFitError", "Preset", "PresetError", "ResolvedPreset", "resolve_preset"]
-
-# Context length memory is planned for when none is given: a long chat, well inside every Mistral's window.
-DEFAULT_CONTEXT_LENGTH = 4096
 
 
 class PresetError(ValueError):
@@ -139,7 +136,7 @@ def resolve_preset(
     shape = None if model is None else ModelShape.from_config(model)
     notes = []
     if shape is not None and context_length is None:
-        context_length = min(DEFAULT_CONTEXT_LENGTH, shape.max_position_embeddings or DEFAULT_CONTEXT_LENGTH)
+        context_length = default_context_length(shape)
         notes.append(f"memory planned for {context_length} tokens per sequence; pass context_length= for longer ones.")
     if preset.precision == "auto":
         resolved = _resolve_auto(hardware, shape, context_length)
