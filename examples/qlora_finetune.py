@@ -1,12 +1,15 @@
-"""QLoRA fine-tuning of a Mistral model: 4-bit NF4 base, LoRA adapters, loss on the assistant's tokens only.
+"""QLoRA fine-tuning of a Mistral or Mixtral model: 4-bit NF4 base, LoRA adapters, loss on the assistant's tokens only.
 
 The settings are QLoRA's (as in the fine-tuning part of ../shared seed 003): NF4 with double quantization and a
 bf16 compute dtype where the hardware has it (preset "4bit"), LoRA on the attention and MLP projections of every
-decoder layer. The training data are chats rendered by the model's own chat template; `return_assistant_tokens_mask`
-marks which tokens the assistant wrote, and only those carry a loss (the prompt is context, not a target).
+decoder layer: `kit.lora_config` names them as the model was loaded (Mistral's `gate/up/down_proj`, each Mixtral
+expert's `w1/w2/w3`). The training data are chats rendered by the model's own chat template;
+`return_assistant_tokens_mask` marks which tokens the assistant wrote, and only those carry a loss (the prompt is
+context, not a target).
 
     python examples/qlora_finetune.py                     # a tiny random Mistral, a few steps on the CPU
     python examples/qlora_finetune.py --model mistralai/Mistral-7B-Instruct-v0.2 --steps 200 --output adapter/
+    python examples/qlora_finetune.py --model mistralai/Mixtral-8x7B-Instruct-v0.1 --steps 200 --output adapter/
 """
 
 from __future__ import annotations
@@ -17,14 +20,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import bitsandbytes as bnb
 import torch
-from peft import LoraConfig, get_peft_model
 
 import hf_mistral_kit as kit
 
-# Mistral's linear layers: attention (q/k/v/o) and the SwiGLU MLP (gate/up/down).
-MISTRAL_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 IGNORE_INDEX = -100  # labels with this value carry no loss (torch.nn.CrossEntropyLoss's ignore_index)
 
 # The use case of seed 003: turn a few words into a detailed image-generation prompt.
@@ -70,28 +69,32 @@ def build_batch(tokenizer: Any, chats: list[list[dict[str, str]]]) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint directory or hub id (default: a tiny random Mistral)")
+    parser.add_argument("--tiny", choices=["mistral", "mixtral"], default="mistral", help="the tiny model's kind")
     parser.add_argument("--preset", default="4bit", help="loading preset (default: 4bit, i.e. QLoRA)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument(
+        "--dropout", type=float, default=0.05, help="LoRA dropout (0 for a Mixtral loaded unquantized: fused experts)"
+    )
     parser.add_argument("--output", help="directory to save the LoRA adapter to")
     args = parser.parse_args()
     scratch = tempfile.TemporaryDirectory()  # holds the tiny model, if any; removed when the script ends
-    path = args.model or kit.tiny_model("mistral", path=Path(scratch.name) / "tiny-mistral")
+    path = args.model or kit.tiny_model(args.tiny, path=Path(scratch.name) / f"tiny-{args.tiny}")
 
     # prepare_for_training: peft's prepare_model_for_kbit_training (frozen 4-bit base, fp32 norms, gradient
     # checkpointing), no KV cache, right padding.
     model, tokenizer = kit.load_model(path, preset=args.preset, prepare_for_training=True)
-    lora = LoraConfig(
-        r=args.rank,
-        lora_alpha=2 * args.rank,
-        lora_dropout=0.05,
-        target_modules=MISTRAL_TARGET_MODULES,
-        task_type="CAUSAL_LM",
+    # LoRA on every linear layer of the decoder layers, under the names this model has (not the routers).
+    lora = kit.lora_config(
+        model, r=args.rank, lora_alpha=2 * args.rank, lora_dropout=args.dropout, task_type="CAUSAL_LM"
     )
+    fused = getattr(lora, "target_parameters", None)  # a Mixtral loaded unquantized: its fused experts
+    print(f"LoRA targets: {sorted(lora.target_modules)}" + (f" and parameters {fused}" if fused else ""))
+    from peft import get_peft_model  # here, not at the top: load_model imports bitsandbytes first, without its noise
+
     model = get_peft_model(model, lora)
-    bnb_layers = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
-    quantized = Counter(type(m).__name__ for m in model.modules() if isinstance(m, bnb_layers))
+    quantized = Counter(type(m).__name__ for m in model.modules() if type(m).__module__.startswith("bitsandbytes."))
     print(f"quantized base layers: {dict(quantized) or 'none'}")
     model.print_trainable_parameters()
 

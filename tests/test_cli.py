@@ -553,6 +553,43 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def test_chat_seed_is_reproducible_and_quiet(cli_env, tiny_checkpoints):
+    """issue 20: `--seed` went through transformers.set_seed, whose module (transformers.trainer_utils) imports peft
+    and so bitsandbytes: ~2 s, and bitsandbytes' kernel-hub warning, on a model that is not even quantized."""
+    args = ["chat", str(tiny_checkpoints["mistral"]), "--preset", "cpu", "--temperature", "1", "--max-new-tokens", "8"]
+    first, again, other = (cli(*args, "--seed", seed, env=cli_env, input="Hello\n") for seed in ("7", "7", "8"))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == again.stdout != other.stdout  # the seed decides what is sampled
+    lines = first.stderr.replace("\r", "\n").splitlines()
+    assert [line for line in lines if line.strip() and "Loading weights" not in line] == [], first.stderr
+
+
+def test_a_refused_message_in_a_terminal_is_said_and_the_chat_goes_on(tiny_checkpoints, monkeypatch, capsys):
+    # A conversation the kit refuses (here: more text than one may hold) is one line, not the end of the session.
+    import io
+
+    from hf_mistral_kit.cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    typed = iter(["x" * (8 * 2**20 + 1), "hi"])
+
+    def type_a_line(prompt: str) -> str:
+        try:
+            return next(typed)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", type_a_line)
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    assert main(["chat", str(tiny_checkpoints["mistral"]), "--max-new-tokens", "2"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[1].startswith("(not sent: messages[0] (user): the conversation's text is more than 8,388,608 bytes")
+    assert len(said) == 4 and said[2]  # then the reply to "hi", and the newline Ctrl-D prints
+
+
 def test_chat_in_a_terminal(tiny_checkpoints, cli_env):
     import pexpect
 

@@ -61,6 +61,12 @@ def test_openorca_chatml_prints_the_cards_prompt(cli_env, tiny_checkpoints, tmp_
     assert result.stdout.startswith(expected) and "added" not in result.stdout
 
 
+# Mistral's linear layers: attention (q/k/v/o) and the SwiGLU MLP (gate/up/down); each Mixtral expert's are w1/w2/w3.
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+MISTRAL_TARGETS = [*ATTENTION, "gate_proj", "up_proj", "down_proj"]
+MIXTRAL_TARGETS = [*ATTENTION, "w1", "w2", "w3"]
+
+
 def test_qlora_finetune_trains_adapters_on_assistant_tokens_only(cli_env, tiny_checkpoints, tmp_path):
     from safetensors.torch import load_file
 
@@ -72,14 +78,15 @@ def test_qlora_finetune_trains_adapters_on_assistant_tokens_only(cli_env, tiny_c
     )
     losses = [float(m) for m in re.findall(r"step \d/3\s+loss (\d+\.\d+)", result.stdout)]
     assert len(losses) == 3 and all(loss > 0 for loss in losses)
-    assert "trainable params" in result.stdout
+    assert "trainable params: 19,456 " in result.stdout  # r=8 on 7 projections x 2 layers
     assert "quantized base layers: {'Linear4bit': 14}" in result.stdout  # 7 projections x 2 layers, all in NF4
+    assert "gemm_4bit_forward" not in result.stderr  # issue 20: bitsandbytes' optional kernel is a note, not noise
 
     config = json.loads((adapter / "adapter_config.json").read_text())
-    assert set(config["target_modules"]) == set(qlora.MISTRAL_TARGET_MODULES)
+    assert set(config["target_modules"]) == set(MISTRAL_TARGETS)
     weights = load_file(adapter / "adapter_model.safetensors")
     lora_b = [tensor for name, tensor in weights.items() if "lora_B" in name]
-    assert len(lora_b) == 2 * len(qlora.MISTRAL_TARGET_MODULES)  # 2 layers
+    assert len(lora_b) == 2 * len(MISTRAL_TARGETS)  # 2 layers
     assert all(tensor.abs().sum() > 0 for tensor in lora_b)  # LoRA B starts at zero: the steps did train
 
     # The labels are exactly the assistant's tokens (its text and the closing </s>), the rest is ignored.
@@ -91,6 +98,29 @@ def test_qlora_finetune_trains_adapters_on_assistant_tokens_only(cli_env, tiny_c
         assert tokenizer.decode(trained) == chat[1]["content"] + "</s>"
         assert trained == ids[labels != qlora.IGNORE_INDEX].tolist()
     assert f"loss on {int((batch['labels'] != -100).sum())} assistant tokens" in result.stdout
+
+
+def test_qlora_finetune_on_mixtral_trains_the_experts(cli_env, tiny_checkpoints, tmp_path):
+    """issue 20: Mistral's MLP names match nothing in a 4-bit Mixtral (its experts are `experts.N.w1/w2/w3`), so QLoRA
+    trained the attention only (10,240 parameters); the example now asks the kit for the model's own names."""
+    from safetensors.torch import load_file
+
+    adapter = tmp_path / "adapter"
+    path = tiny_checkpoints["mixtral"]
+    result = run_example(
+        "qlora_finetune.py", "--model", str(path), "--steps", "2", "--output", str(adapter), env=cli_env, cwd=tmp_path
+    )
+    # 4 attention projections x 2 layers, and w1/w2/w3 of 4 experts x 2 layers: all in NF4, all adapted.
+    assert "quantized base layers: {'Linear4bit': 32}" in result.stdout
+    assert "trainable params: 47,104 " in result.stdout  # 10,240 on the attention + 36,864 on the experts
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert set(config["target_modules"]) == set(MIXTRAL_TARGETS)
+    weights = load_file(adapter / "adapter_model.safetensors")
+    experts = {
+        name.split(".experts.")[1].split(".lora")[0] for name in weights if "lora_B" in name and ".experts." in name
+    }
+    assert experts == {f"{expert}.{w}" for expert in range(4) for w in ("w1", "w2", "w3")}
+    assert not any(".gate." in name for name in weights)  # the routers are not adapted
 
 
 def test_use_cases_notebook_runs(tiny_checkpoints, monkeypatch, tmp_path):
@@ -111,6 +141,10 @@ def test_use_cases_notebook_runs(tiny_checkpoints, monkeypatch, tmp_path):
     text = "".join(
         output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
     )
+    # issue 20: no warning the reader did not cause (tqdm's "IProgress not found" without ipywidgets was one).
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    stderr = "".join(output.get("text", "") for output in outputs if output.get("name") == "stderr")
+    assert "Warning" not in stderr and "warn" not in stderr, stderr
     assert str(tiny_checkpoints["mistral"]) in text
     assert "<s>[INST] ...[/INST]" in text  # the template around an instruction
     assert "French: " in text and "Spanish: " in text

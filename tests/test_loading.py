@@ -1,7 +1,11 @@
 """Real loads of tiny random Mistral checkpoints on this CPU, one per preset the CPU supports."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import warnings
 
 import bitsandbytes as bnb
 import bitsandbytes.functional as bnbf
@@ -9,7 +13,15 @@ import pytest
 import torch
 from transformers import MistralConfig, MistralForCausalLM
 
-from hf_mistral_kit import Hardware, PresetError, get_chat_template, load_model, load_tokenizer, plan_memory
+from hf_mistral_kit import (
+    Hardware,
+    PresetError,
+    get_chat_template,
+    load_model,
+    load_tokenizer,
+    lora_config,
+    plan_memory,
+)
 from hf_mistral_kit import reference_tokenizer_file as tokenizer_file
 from hf_mistral_kit.loading import set_pad_token
 
@@ -227,6 +239,122 @@ def test_prepare_for_training_without_quantization(tiny):
     loss = model(**tokenizer(["[INST] hi [/INST] hello"], return_tensors="pt"), labels=None).logits.sum()
     loss.backward()
     assert model.model.layers[0].self_attn.q_proj.weight.grad is not None
+
+
+# issue 20: the LoRA targets of each layout the kit loads. Mixtral under bitsandbytes has per-expert linears w1/w2/w3;
+# unquantized it keeps transformers' fused 3-D experts, which peft adapts as parameters.
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+FUSED = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+LORA_LAYOUTS = {
+    ("mistral", "4bit"): (PROJECTIONS, None),
+    ("mistral", "cpu"): (PROJECTIONS, None),
+    ("mixtral", "4bit"): (ATTENTION + ["w1", "w2", "w3"], None),
+    ("mixtral", "8bit"): (ATTENTION + ["w1", "w2", "w3"], None),
+    ("mixtral", "cpu"): (ATTENTION, FUSED),
+}
+
+
+@pytest.mark.parametrize("kind, preset", list(LORA_LAYOUTS))
+def test_lora_config_puts_adapters_on_every_linear_layer_and_the_experts(tiny_checkpoints, kind, preset):
+    peft = pytest.importorskip("peft")
+    modules, parameters = LORA_LAYOUTS[kind, preset]
+    model, _ = load_model(tiny_checkpoints[kind], preset, hardware=CPU, prepare_for_training=True)
+    config = lora_config(model, r=4, lora_alpha=8, task_type="CAUSAL_LM")
+    assert set(config.target_modules) == set(modules)
+    assert getattr(config, "target_parameters", None) == parameters
+    lora = peft.get_peft_model(model, config)
+
+    layers, experts = model.config.num_hidden_layers, getattr(model.config, "num_local_experts", 0)
+    adapted = [name for name, module in lora.named_modules() if isinstance(module, peft.tuners.lora.LoraLayer)]
+    if parameters:  # each fused tensor is wrapped; the wrappers nest on `experts`
+        assert sum(name.endswith(".mlp.experts") for name in adapted) == layers
+        assert sum(".mlp.experts." in name for name in adapted) == layers  # its `base_layer`: the second tensor
+    on_experts = [name for name in adapted if ".experts." in name and name.split(".")[-1] in ("w1", "w2", "w3")]
+    assert len(on_experts) == (layers * experts * 3 if "w1" in modules else 0)
+    assert not any(name.endswith((".gate", ".lm_head", ".embed_tokens")) for name in adapted)  # not the routers
+
+    # Every adapter of the experts really trains: after a step, each lora_B (zero at first) has moved.
+    batch = torch.randint(3, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
+    lora.train()
+    lora(input_ids=batch, labels=batch).loss.backward()
+    optimizer.step()
+    expert_b = {name: p for name, p in lora.named_parameters() if "lora_B" in name and ".experts" in name}
+    assert bool(expert_b) == (kind == "mixtral")
+    assert all(p.abs().sum() > 0 for p in expert_b.values())
+
+
+def test_lora_config_warns_about_targets_that_match_nothing(tiny_checkpoints):
+    pytest.importorskip("peft")
+    model, _ = load_model(tiny_checkpoints["mixtral"], "4bit", hardware=CPU, prepare_for_training=True)
+    # Mistral's MLP names, the bug of issue 20: on Mixtral they match nothing, and peft only refuses a list where
+    # nothing at all matches.
+    with pytest.warns(UserWarning, match=r"\['gate_proj', 'up_proj', 'down_proj'\] match nothing") as caught:
+        config = lora_config(model, r=4, target_modules=PROJECTIONS)
+    (warning,) = caught
+    assert "'w1', 'w2', 'w3'" in str(warning.message) and "omit target_modules" in str(warning.message)
+    assert set(config.target_modules) == set(PROJECTIONS)  # the caller's list, kept
+    assert warning.filename == __file__  # points at the caller
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lora_config(model, r=4, target_modules=["q_proj", "experts.0.w1", "model.layers.1.self_attn.o_proj"])
+        lora_config(model, r=4, target_modules="all-linear")
+
+
+def test_lora_config_on_fused_experts_refuses_dropout_and_names_the_fix(tiny_checkpoints):
+    pytest.importorskip("peft")
+    model, _ = load_model(tiny_checkpoints["mixtral"], "cpu", hardware=CPU)
+    with pytest.raises(ValueError, match=r"lora_dropout=0.05: .* Pass lora_dropout=0, or load with preset '4bit'"):
+        lora_config(model, r=4, lora_dropout=0.05)
+    with pytest.warns(UserWarning, match=r"\['experts.gate_proj'\] match nothing"):
+        lora_config(model, r=4, target_modules=["q_proj"], target_parameters=["experts.gate_proj"])
+
+
+# issue 20: a 4-bit load prints nothing the user did not ask for. bitsandbytes asks the kernel hub for an optional CPU
+# kernel when imported (on CPUs with AVX512-BF16) and warns when it cannot have it; transformers 5.25 deprecates the
+# `gradient_checkpointing_enable` that peft's prepare_model_for_kbit_training calls.
+QUIET_LOAD = """
+import sys
+import hf_mistral_kit as kit
+if sys.argv[3] == "auto":
+    kit.AutoModelForCausalLM.from_pretrained(sys.argv[1], preset=sys.argv[2])
+else:
+    kit.load_model(sys.argv[1], preset=sys.argv[2], prepare_for_training=sys.argv[3] == "1")
+print("loaded")
+"""
+
+
+@pytest.mark.parametrize(
+    "preset, prepare, offline",
+    [("4bit", False, False), ("4bit", True, True), ("8bit", True, False), ("4bit", "auto", False)],
+    ids=["4bit", "4bit-prepare_for_training-HF_HUB_OFFLINE", "8bit-prepare_for_training", "AutoModel-4bit"],
+)
+def test_a_quantized_load_prints_no_warning(tiny_checkpoints, preset, prepare, offline):
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            QUIET_LOAD,
+            str(tiny_checkpoints["mistral"]),
+            preset,
+            str(prepare if prepare == "auto" else int(prepare)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and result.stdout == "loaded\n", result.stderr
+    assert _noise(result.stderr) == []
+
+
+def _noise(stderr: str) -> list[str]:
+    """stderr's lines but transformers' "Loading weights" progress bar."""
+    return [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and "Loading weights" not in line]
 
 
 def test_auto_on_the_detected_machine(tiny, input_ids):

@@ -15,6 +15,9 @@ The layers, bottom to top (each imports only those below it; `pyproject.toml`'s 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 # Public name -> the module that defines it.
@@ -59,6 +62,7 @@ _EXPORTS = {
     "PresetError": "planning.presets",
     "ResolvedPreset": "planning.presets",
     "load_model": "loading",
+    "lora_config": "loading",
     "plan_memory": "planning.plan",
     "resolve_preset": "planning.presets",
 }
@@ -108,6 +112,7 @@ __all__ = [
     "PresetError",
     "ResolvedPreset",
     "load_model",
+    "lora_config",
     "plan_memory",
     "resolve_preset",
 ]
@@ -146,6 +151,21 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
+def _import_tqdm_auto_quietly() -> None:
+    """In a Jupyter kernel without ipywidgets, the first `import tqdm.auto` warns "TqdmWarning: IProgress not found"
+    and falls back to text progress bars. transformers imports it when imported (transformers/utils/logging.py), which
+    every heavy kit module does on the user's behalf: so the kit imports it first, with that one warning off. The bars
+    are the same text bars; with ipywidgets installed nothing changes (no warning, widget bars)."""
+    if "IPython" not in sys.modules or "tqdm.auto" in sys.modules or importlib.util.find_spec("tqdm") is None:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import tqdm.auto  # noqa: F401
+
+
+_import_tqdm_auto_quietly()
+
+
 if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported eagerly
     from .auto import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from .chat.errors import ConversationError, ValidationMode
@@ -154,7 +174,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported ea
     from .convert import convert_checkpoint
     from .formats.errors import GGUFError, NativeCheckpointError
     from .formats.gguf import load_gguf_tokenizer
-    from .loading import load_model
+    from .loading import load_model, lora_config
     from .modeling import (
         KitMistralConfig,
         KitMistralForCausalLM,

@@ -9,25 +9,34 @@ What it fixes over a bare `from_pretrained` + `AutoTokenizer`:
   refuses right padding there); `prepare_for_training=True` switches to right padding, as trainers expect;
 - the tokenizer's exact Mistral chat template (`load_tokenizer`), and a generation config that knows the pad
   token, stops at the template's end-of-turn token and does not stop at transformers' 20-token default.
+
+`lora_config` gives the LoRA settings that reach every linear layer of the model as loaded (Mixtral's experts
+included, in whichever layout the preset built them).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .formats import names
 from .formats.dispatch import find_checkpoint
 from .formats.gguf import load_gguf_tokenizer
 from .hub import TOKENIZER_AND_CONFIG_FILES
+from .modeling.quiet_imports import import_bitsandbytes
 from .planning.hardware import Hardware
 from .planning.presets import Preset, resolve_preset
 from .tokenizers.loading import load_tokenizer
 
-__all__ = ["load_model"]
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
+__all__ = ["load_model", "lora_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +64,9 @@ def load_model(
     Keyword `overrides` go to `from_pretrained` and win over the preset (e.g. `device_map="auto"`, which also
     skips the preset's fit check). `context_length` is what memory is planned for (default 4096).
     `prepare_for_training=True` readies the model for (Q)LoRA: with a 4-bit/8-bit preset it runs peft's
-    `prepare_model_for_kbit_training` (frozen base, fp32 norms/embeddings, gradient checkpointing); otherwise it
-    enables gradient checkpointing and input gradients. Either way the cache is off and padding is on the right.
+    `prepare_model_for_kbit_training` (frozen base, fp32 norms/embeddings), otherwise it enables input gradients;
+    either way gradient checkpointing is on, the cache off and padding on the right. `lora_config(model)` then gives
+    the LoRA targets of the model as loaded.
     The preset's notes are logged at INFO level by `hf_mistral_kit.loading`.
 
     GGUF files (llama.cpp's format) load too: `load_model(directory_or_hub_id, gguf_file="model.Q8_0.gguf")`, as
@@ -155,6 +165,82 @@ def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return [vocab[token] for token in END_OF_TURN_TOKENS if token in template and token in vocab]
 
 
+def lora_config(model: PreTrainedModel, **kwargs: Any) -> LoraConfig:
+    """A peft `LoraConfig` whose targets are the linear layers of `model`'s decoder layers, as loaded.
+
+    `kwargs` go to `LoraConfig` (`r`, `lora_alpha`, `lora_dropout`, `task_type`, ...). Unless given, the targets are
+    the attention and MLP projections the model really has, from the kit's tensor table (`formats.names`): Mistral's
+    `q/k/v/o_proj` and `gate/up/down_proj`; Mixtral's `q/k/v/o_proj` and its experts, which are per-expert linear
+    layers `w1/w2/w3` under a 4-bit/8-bit preset and two fused 3-D parameters otherwise (`mlp.experts.gate_up_proj`,
+    `mlp.experts.down_proj`: `target_parameters`, peft >= 0.17, which takes no `lora_dropout`). The routers
+    (`mlp.gate`) and the embeddings/output head are not targets, as in the usual (Q)LoRA recipes.
+
+    Given `target_modules`/`target_parameters` are kept, with a warning naming each entry that matches nothing in
+    `model` (peft itself only refuses a list where nothing matches) and the names that exist.
+    """
+    try:
+        from peft import LoraConfig
+    except ImportError as error:
+        raise ImportError("lora_config needs peft: pip install 'hf-mistral-kit[peft]'.") from error
+    import_bitsandbytes()  # peft imports it: quietly first (see `modeling.quiet_imports`)
+
+    linear = _linear_layer_names(model)
+    fused = _fused_expert_parameters(model)
+    if "target_modules" in kwargs or "target_parameters" in kwargs:
+        _warn_unmatched(model, kwargs.get("target_modules"), kwargs.get("target_parameters"), linear + fused)
+        return LoraConfig(**kwargs)
+    if fused:
+        if "target_parameters" not in LoraConfig.__dataclass_fields__:
+            raise ImportError(
+                f"{type(model).__name__} keeps its experts fused ({', '.join(fused)}), which LoRA reaches through "
+                "peft's `target_parameters` (peft >= 0.17): pip install -U peft, or load with preset '4bit'/'8bit' "
+                "(experts as per-expert linear layers)."
+            )
+        if kwargs.get("lora_dropout"):
+            raise ValueError(
+                f"lora_dropout={kwargs['lora_dropout']}: {type(model).__name__} keeps its experts fused "
+                f"({', '.join(fused)}), and peft's LoRA on parameters takes no dropout. Pass lora_dropout=0, or load "
+                "with preset '4bit'/'8bit' (experts as per-expert linear layers, which take dropout)."
+            )
+        kwargs["target_parameters"] = fused
+    return LoraConfig(target_modules=linear, **kwargs)
+
+
+def _linear_layer_names(model: PreTrainedModel) -> list[str]:
+    """The table's decoder-layer linear modules (`names.LINEAR_ROLES`) that `model` has as linear layers."""
+    from torch import nn
+
+    present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    table = (
+        row.hf.removesuffix(".weight").rsplit(".", 1)[-1] for row in names.TENSORS if row.role in names.LINEAR_ROLES
+    )
+    return [name for name in dict.fromkeys(table) if name in present]
+
+
+def _fused_expert_parameters(model: PreTrainedModel) -> list[str]:
+    """The transformers 5.x fused expert parameters (`mlp.experts.gate_up_proj`, ...) that `model` has."""
+    fused = dict.fromkeys(row.hf_fused.split("{layer}.", 1)[1] for row in names.TENSORS if row.hf_fused)
+    present = [name for name, _ in model.named_parameters()]
+    return [suffix for suffix in fused if any(name.endswith("." + suffix) for name in present)]
+
+
+def _warn_unmatched(model: PreTrainedModel, modules: Any, parameters: Any, targets: list[str]) -> None:
+    def unmatched(requested: Any, names_in_model: list[str]) -> list[str]:
+        if requested is None or isinstance(requested, str):  # a regex or "all-linear": peft checks it
+            return []
+        return [key for key in requested if not any(n == key or n.endswith("." + key) for n in names_in_model)]
+
+    missing = unmatched(modules, [name for name, _ in model.named_modules()])
+    missing += unmatched(parameters, [name for name, _ in model.named_parameters()])
+    if missing:
+        warnings.warn(
+            f"LoRA targets {missing} match nothing in this {type(model).__name__}, so they get no adapter. Its "
+            f"decoder layers' projections are {targets}; omit target_modules/target_parameters to target them all.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _prepare_for_training(model: PreTrainedModel) -> None:
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         try:
@@ -163,12 +249,18 @@ def _prepare_for_training(model: PreTrainedModel) -> None:
             raise ImportError(
                 "prepare_for_training=True with a quantized preset needs peft: pip install 'hf-mistral-kit[peft]'."
             ) from error
-        prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=_CHECKPOINTING_KWARGS
-        )
+        # peft freezes the base and casts what is not quantized to float32; checkpointing is enabled below, since
+        # peft would call the name transformers deprecates (`gradient_checkpointing_enable`, a FutureWarning).
+        # Non-reentrant checkpointing needs no input gradients, so peft would not enable them either.
+        prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        _enable_checkpointing(model)
     else:
-        # `activation_checkpointing_enable` is the 5.x name; older 5.x releases only have the deprecated one.
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(_CHECKPOINTING_KWARGS)
+        _enable_checkpointing(model)
         model.enable_input_require_grads()
     model.config.use_cache = False
+
+
+def _enable_checkpointing(model: PreTrainedModel) -> None:
+    # `activation_checkpointing_enable` is the 5.x name; older 5.x releases only have the deprecated one.
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable(_CHECKPOINTING_KWARGS)

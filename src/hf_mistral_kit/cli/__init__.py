@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..planning.memory import DEFAULT_CONTEXT_LENGTH
+from ..planning import DEFAULT_CONTEXT_LENGTH
 from ..versions import TEMPLATES
 from .common import DEFAULT_TEMPLATE, EXIT_CODE_MEANINGS, MAX_INPUT_BYTES, PROG, CLIError, ExitCode
 

@@ -289,9 +289,11 @@ def run(args: argparse.Namespace) -> int:
     if tools is not None:
         _check_tools_template(session, args.tools)
     if args.seed is not None:
-        from transformers import set_seed
+        import torch
 
-        set_seed(args.seed)
+        # Sampling draws from torch's generators only; `manual_seed` seeds them on every device. (transformers.set_seed
+        # also seeds `random` and numpy, and its module imports peft and so bitsandbytes: seconds, and their warnings.)
+        torch.manual_seed(args.seed)
     if args.jsonl or not sys.stdin.isatty():
         return _lines(session, sys.stdin, sys.stdout, jsonl=args.jsonl)
     return _interactive(session, args)
@@ -359,11 +361,11 @@ def _lines(session: Session, stdin: Any, stdout: TextIO, *, jsonl: bool) -> int:
             reply, message = session.reply(text, write)
         except (CLIError, *refused) as error:
             failed.append(number)
-            message = str(error) if isinstance(error, CLIError) else f"stdin line {number}: {error}"
+            why = str(error) if isinstance(error, CLIError) else f"stdin line {number}: {error}"
             if jsonl:
-                answer({"event": "error", "line": number, "message": message})
+                answer({"event": "error", "line": number, "message": why})
             else:
-                print(f"{PROG} chat: error: {message}", file=sys.stderr, flush=True)
+                print(f"{PROG} chat: error: {why}", file=sys.stderr, flush=True)
             continue
         if jsonl:
             answer(reply_line(reply, message))

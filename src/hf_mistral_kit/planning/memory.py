@@ -20,6 +20,7 @@ from typing import Any
 from ..architectures import MODEL_TYPES
 from ..formats import names
 from ..formats.hyperparameters import check_config, head_dim
+from . import DEFAULT_CONTEXT_LENGTH
 from .hardware import GiB, Hardware
 
 __all__ = ["MemoryPlan", "ModelShape"]
@@ -33,10 +34,6 @@ NESTED_TABLE_BYTES = 256 * 4 + 4  # the 8-bit code table and offset for the quan
 # the Python/torch runtime on a CPU.
 CUDA_OVERHEAD_BYTES = 512 * 2**20
 CPU_OVERHEAD_BYTES = 1 * GiB
-
-# Context length memory is planned for when none is given (load_model, resolve_preset, `plan` and `demo` without
-# --context): a long chat, well inside every Mistral's window.
-DEFAULT_CONTEXT_LENGTH = 4096
 
 
 def default_context_length(shape: ModelShape) -> int:
