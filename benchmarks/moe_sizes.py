@@ -21,7 +21,6 @@ import transformers
 from transformers import BitsAndBytesConfig
 
 import hf_mistral_kit as kit
-from hf_mistral_kit.loading import import_bitsandbytes
 
 # Name -> (tiny_model kind, config overrides). "shaped like the real ones": a small vocabulary, experts 8x wider than
 # the hidden size (Mixtral 8x7B: 14336 / 4096 = 3.5x per expert, 8 experts).
@@ -51,7 +50,6 @@ def expert_share(path: Path) -> float:
 
 def main() -> None:
     transformers.logging.set_verbosity_error()
-    import_bitsandbytes()  # its optional-kernel warning as a note (hf_mistral_kit.loading)
     transformers.utils.logging.disable_progress_bar()
     columns = f"{'kit 4bit':>8} {'kit 8bit':>8}  {'plain 4bit':>10} {'plain 8bit':>10}"
     print(f"{'model':34} {'experts':>8} {'fp32 MB':>8}  {columns}")

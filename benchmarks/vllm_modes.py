@@ -30,6 +30,9 @@ minutes:
     .venv-vllm/bin/pip uninstall -y torchvision torchaudio torchcodec
     .venv-vllm/bin/pip install -e .
     .venv-vllm/bin/python benchmarks/vllm_modes.py [--only v3,tekken-v3] [--dir DIR]
+
+The last full run's output is kept in benchmarks/results/vllm_modes.txt (`... > benchmarks/results/vllm_modes.txt`):
+the README's vLLM section quotes it, and tests/test_readme.py checks the section against it.
 """
 
 from __future__ import annotations

@@ -68,14 +68,17 @@ def build_batch(tokenizer: Any, chats: list[list[dict[str, str]]]) -> dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="checkpoint directory or hub id (default: a tiny random Mistral)")
-    parser.add_argument("--tiny", choices=["mistral", "mixtral"], default="mistral", help="the tiny model's kind")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", help="checkpoint directory or hub id (default: a tiny random Mistral)")
+    which.add_argument("--tiny", choices=["mistral", "mixtral"], default="mistral", help="the tiny model's kind")
     parser.add_argument("--preset", default="4bit", help="loading preset (default: 4bit, i.e. QLoRA)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument(
-        "--dropout", type=float, default=0.05, help="LoRA dropout (0 for a Mixtral loaded unquantized: fused experts)"
+        "--dropout",
+        type=float,
+        help="LoRA dropout (default: lora_config's, 0.05, or 0 for a Mixtral loaded unquantized: fused experts)",
     )
     parser.add_argument("--output", help="directory to save the LoRA adapter to")
     args = parser.parse_args()
@@ -87,11 +90,17 @@ def main() -> None:
     model, tokenizer = kit.load_model(path, preset=args.preset, prepare_for_training=True)
     # LoRA on every linear layer of the decoder layers, under the names this model has (not the routers).
     lora = kit.lora_config(
-        model, r=args.rank, lora_alpha=2 * args.rank, lora_dropout=args.dropout, task_type="CAUSAL_LM"
+        model,
+        r=args.rank,
+        lora_alpha=2 * args.rank,
+        task_type="CAUSAL_LM",
+        **({} if args.dropout is None else {"lora_dropout": args.dropout}),
     )
     fused = getattr(lora, "target_parameters", None)  # a Mixtral loaded unquantized: its fused experts
     print(f"LoRA targets: {sorted(lora.target_modules)}" + (f" and parameters {fused}" if fused else ""))
-    from peft import get_peft_model  # here, not at the top: load_model imports bitsandbytes first, without its noise
+    # Imported after the kit (sorted imports would put it first): bitsandbytes, which peft imports, then logs its
+    # optional-kernel warning as the kit's note (see hf_mistral_kit.quiet).
+    from peft import get_peft_model
 
     model = get_peft_model(model, lora)
     quantized = Counter(type(m).__name__ for m in model.modules() if type(m).__module__.startswith("bitsandbytes."))

@@ -309,6 +309,16 @@ def test_lora_config_on_fused_experts_refuses_dropout_and_names_the_fix(tiny_che
         lora_config(model, r=4, lora_dropout=0.05)
     with pytest.warns(UserWarning, match=r"\['experts.gate_proj'\] match nothing"):
         lora_config(model, r=4, target_modules=["q_proj"], target_parameters=["experts.gate_proj"])
+    # Unless given, the dropout is QLoRA's where the targets take it, 0 where experts are fused.
+    assert lora_config(model, r=4).lora_dropout == 0.0
+    quantized, _ = load_model(tiny_checkpoints["mixtral"], "4bit", hardware=CPU)
+    assert lora_config(quantized, r=4).lora_dropout == 0.05
+    # target_modules alone ("all-linear" included) reach linear layers only: the fused experts would get nothing.
+    for targets in ("all-linear", ["q_proj", "v_proj"]):
+        with pytest.warns(
+            UserWarning, match=r"keeps its experts fused .* the experts get no adapter. Add target_param"
+        ):
+            lora_config(model, r=4, target_modules=targets)
 
 
 # issue 20: a 4-bit load prints nothing the user did not ask for. bitsandbytes asks the kernel hub for an optional CPU
@@ -319,6 +329,8 @@ import sys
 import hf_mistral_kit as kit
 if sys.argv[3] == "auto":
     kit.AutoModelForCausalLM.from_pretrained(sys.argv[1], preset=sys.argv[2])
+elif sys.argv[3] == "lora":  # peft (and with it bitsandbytes) imported by lora_config, after an unquantized load
+    kit.lora_config(kit.load_model(sys.argv[1], preset=sys.argv[2], prepare_for_training=True)[0], r=4)
 else:
     kit.load_model(sys.argv[1], preset=sys.argv[2], prepare_for_training=sys.argv[3] == "1")
 print("loaded")
@@ -327,8 +339,14 @@ print("loaded")
 
 @pytest.mark.parametrize(
     "preset, prepare, offline",
-    [("4bit", False, False), ("4bit", True, True), ("8bit", True, False), ("4bit", "auto", False)],
-    ids=["4bit", "4bit-prepare_for_training-HF_HUB_OFFLINE", "8bit-prepare_for_training", "AutoModel-4bit"],
+    [
+        ("4bit", False, False),
+        ("4bit", True, True),
+        ("8bit", True, False),
+        ("4bit", "auto", False),
+        ("cpu", "lora", False),
+    ],
+    ids=["4bit", "4bit-prepare_for_training-HF_HUB_OFFLINE", "8bit-prepare_for_training", "AutoModel-4bit", "cpu-lora"],
 )
 def test_a_quantized_load_prints_no_warning(tiny_checkpoints, preset, prepare, offline):
     env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
@@ -341,7 +359,7 @@ def test_a_quantized_load_prints_no_warning(tiny_checkpoints, preset, prepare, o
             QUIET_LOAD,
             str(tiny_checkpoints["mistral"]),
             preset,
-            str(prepare if prepare == "auto" else int(prepare)),
+            str(prepare if isinstance(prepare, str) else int(prepare)),
         ],
         env=env,
         capture_output=True,

@@ -67,6 +67,7 @@ def test_a_readme_transcript_is_what_the_command_prints_now(cli_env, readme_dir,
     home = readme_dir / "home"  # an empty cache in ~/.cache/hf-mistral-kit: the demo's first run, as captured
     env = {key: value for key, value in cli_env.items() if key not in ("HF_MISTRAL_KIT_CACHE", "XDG_CACHE_HOME")}
     env["HOME"] = str(home)
+    env["CUDA_VISIBLE_DEVICES"] = ""  # captured on a CPU: a GPU would change the presets it shows
     result = subprocess.run(
         [str(SCRIPT), *shlex.split(command)[1:]],
         cwd=readme_dir,
@@ -78,3 +79,41 @@ def test_a_readme_transcript_is_what_the_command_prints_now(cli_env, readme_dir,
     stderr = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip() and "%|" not in line]
     assert result.returncode == expected_code, result.stderr
     assert shape(result.stdout + "".join(line + "\n" for line in stderr)) == shape(printed)
+
+
+VLLM_RESULTS = ROOT / "benchmarks" / "results" / "vllm_modes.txt"
+
+
+def test_the_readme_vllm_figures_are_the_benchmarks_output():
+    """The vLLM section's table and figures are what `benchmarks/vllm_modes.py` printed (its last run, kept in
+    benchmarks/results/: vLLM needs a venv of its own and ten minutes, so CI does not run it)."""
+    rows = {}
+    for line in VLLM_RESULTS.read_text(encoding="utf-8").splitlines():
+        parts = line.split(maxsplit=3)
+        if len(parts) == 4 and parts[1] in ("default", "mistral"):
+            rows[tuple(parts[:3])] = parts[3]
+    assert len(rows) == 64
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    # Plain chats exact in both modes; a dict result mangled in the default mode and refused in mistral mode.
+    assert all(cell.startswith("equal") for (_, _, form), cell in rows.items() if form == "chat")
+    dict_rows = [(mode, cell) for (_, mode, form), cell in rows.items() if form == "result-dict"]
+    mangled = re.compile(r"temperature\\+ncondition\\+nhumidity")  # the keys joined by newlines, as printed
+    assert all(mangled.search(cell) for mode, cell in dict_rows if mode == "default")
+    assert all(
+        "raises ValueError: 'str' object has no attribute 'get'" in cell
+        for mode, cell in dict_rows
+        if mode == "mistral"
+    )
+    assert "raises `ValueError: 'str' object has no attribute 'get'`" in readme
+    # JSON-string results: exact in mistral mode everywhere; in the default mode from v7 on only.
+    for (folder, mode, form), cell in rows.items():
+        if form == "result-json":
+            exact = mode == "mistral" or folder not in ("v3", "tekken-v3")
+            assert cell.startswith("equal" if exact else "differ"), (folder, mode, cell)
+    assert rows[("v3", "mistral", "result-json")].startswith("equal 165/165")
+    assert rows[("v3", "default", "result-json")].startswith("differ at 45 (167 vs 165 ids)")
+    assert rows[("tekken-v3", "mistral", "result-json")].startswith("equal 154/154")
+    assert "165/165 ids in `mistral` mode, differing at token 45 in the default mode (167 ids)" in readme
+    assert "tekken v3: 154/154 in `mistral` mode" in readme
+    greedy = [cell.rsplit(maxsplit=1)[-1] for cell in rows.values() if cell.startswith("equal")]
+    assert greedy == ["equal"] * 48 and "(48 of 48 rows)" in readme

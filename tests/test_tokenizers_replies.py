@@ -127,8 +127,11 @@ def test_generated_replies_read_back_as_mistral_common_reads_them(name, pair, da
             continue  # an empty reply ("</s>", from whitespace): mistral-common takes no empty message to render back
         if not _thinking_renders_back(tokenizer, generated):
             continue  # reasoning_content is one closed chunk before the text: other thinking renders back as that
-        if not name.startswith("tekken") and "\u2581" in json.dumps(messages[index], ensure_ascii=False):
-            continue  # SentencePiece decodes its "▁" as a space (mistral-common too): that text cannot come back
+        sentencepiece_space = any("\u2581" in json.dumps(m, ensure_ascii=False) for m in (messages[index], back))
+        if not name.startswith("tekken") and sentencepiece_space:
+            # SentencePiece decodes its "▁" as a space (mistral-common too): that text cannot come back. Also when it
+            # was written as a \u2581 escape in arguments given as text, which the reply reads back as an object.
+            continue
         assert reference_ids(reference, [*messages[:index], back], tools) == prompt + generated
 
 

@@ -8,17 +8,17 @@ imported), so registration has always happened before a kit Auto class resolves 
 `mistral`/`mixtral` mappings are left alone.
 
 The layers, bottom to top (each imports only those below it; `pyproject.toml`'s import-linter contract checks it):
-`versions`, `architectures`, `hub` (facts) -> `chat` -> `tokenizers` -> `formats` -> `modeling`, `planning` ->
-`auto`, `convert` -> `loading`, `tiny` -> `cli`.
+`versions`, `architectures`, `hub`, `quiet` (facts, and library warnings as notes) -> `chat` -> `tokenizers` ->
+`formats` -> `modeling`, `planning` -> `auto`, `convert` -> `loading`, `tiny` -> `cli`. Importing the package puts
+`quiet`'s notes in place (standard library only).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
-import warnings
 from typing import TYPE_CHECKING, Any
+
+from .quiet import install as _install_notes
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -151,19 +151,7 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
-def _import_tqdm_auto_quietly() -> None:
-    """In a Jupyter kernel without ipywidgets, the first `import tqdm.auto` warns "TqdmWarning: IProgress not found"
-    and falls back to text progress bars. transformers imports it when imported (transformers/utils/logging.py), which
-    every heavy kit module does on the user's behalf: so the kit imports it first, with that one warning off. The bars
-    are the same text bars; with ipywidgets installed nothing changes (no warning, widget bars)."""
-    if "IPython" not in sys.modules or "tqdm.auto" in sys.modules or importlib.util.find_spec("tqdm") is None:
-        return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IProgress not found")
-        import tqdm.auto  # noqa: F401
-
-
-_import_tqdm_auto_quietly()
+_install_notes()  # library warnings the user did not cause, as notes (see `quiet`)
 
 
 if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported eagerly

@@ -30,7 +30,6 @@ from .architectures import MODEL_TYPES
 from .formats.dispatch import find_checkpoint, local_checkpoint
 from .formats.gguf import load_gguf_tokenizer
 from .hub import TOKENIZER_AND_CONFIG_FILES, hub_kwargs
-from .modeling.quiet_imports import import_bitsandbytes
 from .modeling.registration import FAMILY, kit_config_class, to_kit_config
 from .tokenizers.loading import TOKENIZER_FILE_PATTERN, load_tokenizer
 from .tokenizers.sentencepiece import VERSIONED_FILE, MistralSentencePieceTokenizer
@@ -85,8 +84,6 @@ class _KitAutoModel:
             if source is not None and source.layout == "gguf":
                 model = source.config_dict()  # the preset plans from it
         kwargs = _with_preset(preset, context_length, model, kwargs)
-        if kwargs.get("quantization_config") is not None:
-            import_bitsandbytes()  # before transformers does: its optional-kernel warning becomes a note
         config_class = _kit_config_class(pretrained_model_name_or_path, kwargs)
         if config_class is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)

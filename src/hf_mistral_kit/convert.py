@@ -29,7 +29,7 @@ from typing import Any, Literal
 from .formats import names
 from .formats.dispatch import local_checkpoint
 from .formats.errors import GGUFError, NativeCheckpointError
-from .formats.files import write_safetensors
+from .formats.files import honour_umask, write_safetensors
 from .formats.gguf import GGUF_DTYPES, write_gguf
 from .formats.huggingface import HF_SAFETENSORS
 from .formats.native import PARAMS_FILE, write_native
@@ -173,32 +173,6 @@ def staging_dir(dst: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-{os.getpid()}-", dir=dst.parent))
     (staging / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
     return staging
-
-
-def honour_umask(path: Path) -> None:
-    """Give `path` and, for a directory, everything in it the permissions a plain `open()` or `mkdir()` gives under the
-    process's umask: 0644 for files and 0755 for folders under umask 022. Staging directories (`tempfile.mkdtemp`) and
-    some files written inside them (temporary files renamed into place) are created owner-only; the published result
-    must be readable by whoever the umask lets read it: a team, a serving user. Symbolic links are left alone."""
-    mask = current_umask()
-    for item in [path, *(path.rglob("*") if path.is_dir() and not path.is_symlink() else ())]:
-        if item.is_symlink():
-            continue
-        item.chmod((0o777 if item.is_dir() else 0o666) & ~mask)
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it where the platform allows (Linux's /proc), else set and restored
-    at once."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _remove_staging_dir(staging: Path) -> None:

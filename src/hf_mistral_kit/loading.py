@@ -28,7 +28,6 @@ from .formats import names
 from .formats.dispatch import find_checkpoint
 from .formats.gguf import load_gguf_tokenizer
 from .hub import TOKENIZER_AND_CONFIG_FILES
-from .modeling.quiet_imports import import_bitsandbytes
 from .planning.hardware import Hardware
 from .planning.presets import Preset, resolve_preset
 from .tokenizers.loading import load_tokenizer
@@ -46,6 +45,9 @@ DEFAULT_MAX_NEW_TOKENS = 512
 # Turn-closing tokens a chat template may use instead of EOS.
 END_OF_TURN_TOKENS = ("<|im_end|>",)
 
+# LoRA dropout as in QLoRA (Dettmers et al. 2023, for 7B-13B models): `lora_config`'s default where targets take it.
+QLORA_DROPOUT = 0.05
+
 # Non-reentrant checkpointing: the reentrant default is deprecated in torch and needs inputs that require grad.
 _CHECKPOINTING_KWARGS = {"use_reentrant": False}
 
@@ -62,7 +64,8 @@ def load_model(
     """Load a model and its tokenizer with a preset ("auto", "bf16", "fp16", "4bit", "8bit", "fa2", "sdpa", "cpu").
 
     Keyword `overrides` go to `from_pretrained` and win over the preset (e.g. `device_map="auto"`, which also
-    skips the preset's fit check). `context_length` is what memory is planned for (default 4096).
+    skips the preset's fit check). `context_length` is what memory is planned for (default:
+    `planning.DEFAULT_CONTEXT_LENGTH`, or the model's window if shorter).
     `prepare_for_training=True` readies the model for (Q)LoRA: with a 4-bit/8-bit preset it runs peft's
     `prepare_model_for_kbit_training` (frozen base, fp32 norms/embeddings), otherwise it enables input gradients;
     either way gradient checkpointing is on, the cache off and padding on the right. `lora_config(model)` then gives
@@ -168,7 +171,8 @@ def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 def lora_config(model: PreTrainedModel, **kwargs: Any) -> LoraConfig:
     """A peft `LoraConfig` whose targets are the linear layers of `model`'s decoder layers, as loaded.
 
-    `kwargs` go to `LoraConfig` (`r`, `lora_alpha`, `lora_dropout`, `task_type`, ...). Unless given, the targets are
+    `kwargs` go to `LoraConfig` (`r`, `lora_alpha`, `lora_dropout`, `task_type`, ...); `lora_dropout` defaults to
+    QLoRA's 0.05, or to 0 where experts are fused (see below). Unless given, the targets are
     the attention and MLP projections the model really has, from the kit's tensor table (`formats.names`): Mistral's
     `q/k/v/o_proj` and `gate/up/down_proj`; Mixtral's `q/k/v/o_proj` and its experts, which are per-expert linear
     layers `w1/w2/w3` under a 4-bit/8-bit preset and two fused 3-D parameters otherwise (`mlp.experts.gate_up_proj`,
@@ -176,19 +180,28 @@ def lora_config(model: PreTrainedModel, **kwargs: Any) -> LoraConfig:
     (`mlp.gate`) and the embeddings/output head are not targets, as in the usual (Q)LoRA recipes.
 
     Given `target_modules`/`target_parameters` are kept, with a warning naming each entry that matches nothing in
-    `model` (peft itself only refuses a list where nothing matches) and the names that exist.
+    `model` (peft itself only refuses a list where nothing matches) and the names that exist, and one when the model's
+    fused experts get no adapter (`target_modules="all-linear"` reaches linear layers only).
     """
     try:
         from peft import LoraConfig
     except ImportError as error:
         raise ImportError("lora_config needs peft: pip install 'hf-mistral-kit[peft]'.") from error
-    import_bitsandbytes()  # peft imports it: quietly first (see `modeling.quiet_imports`)
 
     linear = _linear_layer_names(model)
     fused = _fused_expert_parameters(model)
     if "target_modules" in kwargs or "target_parameters" in kwargs:
         _warn_unmatched(model, kwargs.get("target_modules"), kwargs.get("target_parameters"), linear + fused)
+        if fused and not kwargs.get("target_parameters"):
+            warnings.warn(
+                f"this {type(model).__name__} keeps its experts fused ({', '.join(fused)}): no target_modules entry "
+                f"reaches them, so the experts get no adapter. Add target_parameters={fused} (and lora_dropout=0), "
+                "or omit target_modules to target them all.",
+                UserWarning,
+                stacklevel=2,
+            )
         return LoraConfig(**kwargs)
+    kwargs.setdefault("lora_dropout", 0.0 if fused else QLORA_DROPOUT)
     if fused:
         if "target_parameters" not in LoraConfig.__dataclass_fields__:
             raise ImportError(

@@ -18,9 +18,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
-from .convert import STAGING_MARKER, honour_umask, staging_dir
+from .convert import STAGING_MARKER, staging_dir
 from .formats.errors import NativeCheckpointError
-from .formats.files import safetensors_size
+from .formats.files import honour_umask, safetensors_size
 from .hub import cache_dir
 from .versions import REFERENCE_FORMATS, find_format
 

@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
 def tiny_checkpoint(kind: str, root: Path | None = None) -> Path:
     """The cached tiny checkpoint of `kind` under `root` (default: the kit's cache dir), built on first use.
 
-    They carry `tiny_model`'s default tokenizers, v3 for the Mistral and v1 for the Mixtral (as Mistral-7B-Instruct-v0.3
-    and Mixtral-8x7B-Instruct-v0.1), so the demo shows both Mistral templates at work.
+    They carry `tiny_model`'s default tokenizers (`tiny.DEFAULT_TOKENIZERS`: one per kind), so the demo shows two
+    Mistral templates at work.
     """
     from ..tiny import tiny_model
 

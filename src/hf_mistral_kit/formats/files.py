@@ -1,5 +1,6 @@
 """Weight files: safetensors headers checked before anything is read, lazily read tensors of a set of files
-(safetensors memory-mapped, legacy `.pth` via `weights_only`), and safetensors written one tensor at a time.
+(safetensors memory-mapped, legacy `.pth` via `weights_only`), safetensors written one tensor at a time, and the
+permissions the umask gives for what is published (`honour_umask`).
 
 Problems are reported before any weight is read, naming the file and the fix: unreadable or truncated safetensors,
 `.pth` files holding anything but tensors.
@@ -200,3 +201,29 @@ def write_safetensors(path: str | os.PathLike, tensors: list[tuple[str, LazyTens
                 )
             stream.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
             progress.update(tensor.numel() * tensor.element_size())
+
+
+def honour_umask(path: Path) -> None:
+    """Give `path` and, for a directory, everything in it the permissions a plain `open()` or `mkdir()` gives under the
+    process's umask: 0644 for files and 0755 for folders under umask 022. Staging directories (`tempfile.mkdtemp`) and
+    some files written inside them (temporary files renamed into place) are created owner-only; the published result
+    must be readable by whoever the umask lets read it: a team, a serving user. Symbolic links are left alone."""
+    mask = current_umask()
+    for item in [path, *(path.rglob("*") if path.is_dir() and not path.is_symlink() else ())]:
+        if item.is_symlink():
+            continue
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~mask)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the platform allows (Linux's /proc), else set and restored
+    at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

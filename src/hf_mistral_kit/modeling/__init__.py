@@ -1,10 +1,9 @@
 """The kit's config and model classes for the family, registered under the kit's own model types.
 
 One module per architecture (`mistral`, `mixtral`) over what they share (`base`), Mixtral's experts as linears
-(`experts`), bitsandbytes imported without its optional-kernel warning (`quiet_imports`), and the registration with
-transformers' Auto classes (`registration`), which runs when this package is imported: the kit's classes never
-exist unregistered, so a kit Auto class always resolves after it. A new architecture is a module here and a row of
-`registration.FAMILY`.
+(`experts`), and the registration with transformers' Auto classes (`registration`), which runs when this package is
+imported: the kit's classes never exist unregistered, so a kit Auto class always resolves after it. A new
+architecture is a module here and a row of `registration.FAMILY`.
 """
 
 from .mistral import KitMistralConfig, KitMistralForCausalLM, KitMistralForSequenceClassification, KitMistralModel

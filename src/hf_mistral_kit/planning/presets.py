@@ -127,8 +127,9 @@ def resolve_preset(
     """Turn a preset name into `from_pretrained` kwargs for `hardware` (default: `Hardware.detect()`).
 
     `model` (a config, config dict, or path to a checkpoint/config.json/params.json) enables memory planning for
-    `context_length` tokens (default 4096): 'auto' then picks the fastest preset that fits, and an explicit preset
-    that does not fit raises (unless `check_fit=False`, e.g. when you pass your own `device_map`).
+    `context_length` tokens (default: `memory.default_context_length`): 'auto' then picks the fastest preset that
+    fits, and an explicit preset that does not fit raises (unless `check_fit=False`, e.g. when you pass your own
+    `device_map`).
     Raises `PresetError` for requests the hardware cannot do and `ImportError` when a needed package is missing.
     """
     preset = _lookup(name)
