@@ -107,6 +107,21 @@ def test_sentencepiece_refuses_lone_surrogates_like_mistral_common(
         kit.render(messages, tokenizer.kit_template, tools=tools, continue_final_message=prefix)
 
 
+@pytest.mark.parametrize("name", ["v7", "v7m1"])  # v3 takes no conversation without a user message
+def test_tools_no_user_message_encodes_may_hold_surrogates(name, kit_tokenizers, reference_tokenizers, tokenizer_pair):
+    # Found by the adversarial parity test: the tools are written before the last user message, so without one they
+    # are never encoded and mistral-common takes them as they are (a system message alone, here).
+    tokenizer, reference = _pair(name, kit_tokenizers, reference_tokenizers, tokenizer_pair)
+    _, tools, _ = SURROGATE_PLACES["schema-key"]
+    messages = [{"role": "system", "content": "x"}]
+    expected = reference_ids(reference, messages, tools, False)
+    assert expected is not None, "mistral-common encodes it"
+    assert tokenizer.apply_chat_template(messages, tools=tools)["input_ids"] == expected
+    # With a user message the tools are encoded, and refused as before.
+    with pytest.raises(ConversationError, match=r"tools: the text holds \\udfff"):
+        tokenizer.apply_chat_template([*messages, {"role": "user", "content": "hi"}], tools=tools)
+
+
 def test_chatml_refuses_lone_surrogates():
     with pytest.raises(ConversationError, match=r"messages\[0\] \(user\): the text holds \\udfff"):
         kit.render([{"role": "user", "content": S}], "chatml")

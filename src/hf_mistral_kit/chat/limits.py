@@ -153,12 +153,15 @@ def fit_text(
 ) -> tuple[list[Any], list[Any] | None]:
     """The prepared messages and tools with their strings (keys included) checked: at most `MAX_CHAT_BYTES` in all,
     and lone surrogates replaced as tiktoken does (`replace_surrogates=True`, tekken) or refused (False:
-    SentencePiece, and ChatML, whose fast tokenizers cannot take them either). Rebuilt without recursion, only where a
-    string changes."""
+    SentencePiece, and ChatML, whose fast tokenizers cannot take them either; in tools only when a user message will
+    encode them). Rebuilt without recursion, only where a string changes."""
     total = 0
     parts = [(f"messages[{i}] ({m['role']})", m, i) for i, m in enumerate(messages)]
     if tools:
         parts.append(("tools", tools, None))
+    # Mistral's formats write the tools before the last user message: without one they are never encoded, and
+    # mistral-common then takes tools it could not have encoded.
+    tools_encoded = any(m["role"] == "user" for m in messages)
     fixed: list[Any] = []
     for where, value, index in parts:
         changed = False
@@ -177,7 +180,7 @@ def fit_text(
                     index,
                 )
             if surrogates:
-                if not replace_surrogates:
+                if not replace_surrogates and (index is not None or tools_encoded):
                     raise ConversationError(
                         where,
                         f"the text holds {_first_surrogate(text)}, a lone surrogate: not a character, so not valid "
@@ -185,7 +188,7 @@ def fit_text(
                         "Remove it, or decode the source with errors='replace'.",
                         index,
                     )
-                changed = True
+                changed = replace_surrogates
         fixed.append(_replaced(value, index is None) if changed else value)
     if tools:
         return fixed[:-1], fixed[-1]
