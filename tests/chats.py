@@ -155,16 +155,18 @@ def conversations(draw, tools: bool = False, version: str | None = None):
     """(messages, tools, continue_final_message) in OpenAI format, valid for mistral-common.
 
     `version` (a tests/tekken_files.py name, "v7", "tekken-v13", ...) adds what that version accepts: assistant
-    turns with both text and tool calls (v7 and later), tool results out of the calls' order (v11, v13), any call
-    ids and thinking (v13); and conversations that open with an assistant turn. None: v1/v3 conversations only.
+    turns with both text and tool calls (v7 and later), tool results out of the calls' order (v11 and later), any
+    call ids and thinking (v13 and later; in system messages too before v15); and conversations that open with an
+    assistant turn. None: v1/v3 conversations only.
     """
     number = _number(version)
     thinking = number >= 13 and not version.endswith("nothink")
+    system_thinking = thinking and number < 15
     ids = any_call_id if number >= 13 else call_id
     messages: list[dict] = []
     for _ in range(draw(st.integers(0, 2))):
         content = draw(text)
-        if thinking and draw(st.integers(0, 4)) == 0:
+        if system_thinking and draw(st.integers(0, 4)) == 0:
             content = draw(st.lists(thinking_part | text.map(lambda t: {"type": "text", "text": t}), max_size=3))
         messages.append({"role": "system", "content": content})
     for turn in range(draw(st.integers(1, 3))):
@@ -233,12 +235,14 @@ def reference_ids(
     continue_final_message=False,
     mode=None,
     add_generation_prompt=False,
+    reasoning_effort=None,
 ) -> list[int] | None:
     """mistral-common's ids for the conversation, or None when mistral-common rejects it (with any exception: it
     raises KeyError, AttributeError, pydantic's ValidationError ... on malformed messages).
 
     `mode` None is the kit's default: `finetuning` for a conversation that ends with a complete assistant message,
     else `test`. `serving` gets a model name, which mistral-common requires in that mode and the kit does not.
+    `reasoning_effort` (tokenizer v15) is the request's field, left out when None.
     """
     if mode is None:
         last = messages[-1] if isinstance(messages, list) and messages else None
@@ -248,6 +252,8 @@ def reference_ids(
     validator = tokenizer._chat_completion_request_validator
     default_mode, validator._mode = validator._mode, ValidationMode(mode)
     model = {"model": "any"} if mode == ValidationMode.serving else {}
+    if reasoning_effort is not None:
+        model["reasoning_effort"] = reasoning_effort
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -634,18 +640,21 @@ def rendering_time_ratio(name: str, small_chat, large_chat) -> float:
     return large / small
 
 
-def assert_agrees(tokenizer, reference: MistralTokenizer, chat, forms=None, refuses_tools: bool = False) -> None:
+def assert_agrees(
+    tokenizer, reference: MistralTokenizer, chat, forms=None, refuses_tools: bool = False, reasoning_effort=None
+) -> None:
     """The kit and mistral-common agree on `chat` (messages, tools, continue_final_message, validation mode): both
     accept it with the same ids, or both reject it (the kit with its ConversationError). `forms` is the same
     conversation in other input forms, given to the kit only; `refuses_tools`: the kit rejects any tools (v1, where
-    mistral-common drops them)."""
+    mistral-common drops them); `reasoning_effort`: the request's (tokenizer v15; other versions refuse it)."""
     messages, tools, prefix, mode = chat
-    expected = reference_ids(reference, messages, tools, prefix, mode)
+    expected = reference_ids(reference, messages, tools, prefix, mode, reasoning_effort=reasoning_effort)
     kit_messages, kit_tools, *_ = forms or chat
+    effort = {} if reasoning_effort is None else {"reasoning_effort": reasoning_effort}
 
     def encode():
         return tokenizer.apply_chat_template(
-            kit_messages, tools=kit_tools, continue_final_message=prefix, validation_mode=mode
+            kit_messages, tools=kit_tools, continue_final_message=prefix, validation_mode=mode, **effort
         )
 
     if expected is None or (refuses_tools and tools):

@@ -84,3 +84,21 @@ def with_vocabulary(src, dst, size):
         out.write(header + bytes(-len(header) % reader.alignment))
         out.write(memoryview(reader.data[reader.data_offset :]))
     return dst
+
+
+def with_architecture(src, dst, architecture, *, set_fields=None, drop_fields=()):
+    """`src` filed under another llama.cpp architecture: `general.architecture` and the prefix of every key of the old
+    one renamed (as llama.cpp's converter names them), then `set_fields` (new keys, under the new prefix) and
+    `drop_fields` applied as `rewrite` does."""
+    reader = GGUFReader(src)
+    old = reader.fields["general.architecture"].contents()
+    renamed, dropped = {}, [*drop_fields, *NO_VOCABULARY]
+    for name, field in reader.fields.items():
+        if name.startswith(old + "."):
+            sub_type = field.types[-1] if field.types[0] == GGUFValueType.ARRAY else None
+            renamed[architecture + name[len(old) :]] = (field.contents(), field.types[0], sub_type)
+            dropped.append(name)
+    renamed = {key: value if value[2] is not None else value[:2] for key, value in renamed.items()}
+    fields = {**renamed, "general.architecture": (architecture, STRING), **(set_fields or {})}
+    fields = {key: value for key, value in fields.items() if key not in drop_fields}
+    return rewrite(src, dst, set_fields=fields, drop_fields=tuple(dropped))

@@ -2,21 +2,14 @@
 
 mistral-common ships SentencePiece v7 (`mistral_instruct_tokenizer_241114.model.v7`, and `.v7m1`: the same bytes,
 which mistral-common gives an image encoder) and two tekken files of version v3 (`tekken_240718.json`, Mistral-Nemo's,
-and `tekken_240911.json`, Pixtral-12B's: the same vocabulary and config plus an image config). No tekken v7, v11 or
-v13 file ships, so the tests derive them from `tekken_240718.json`, the way mistral-common itself builds tekken
-tokenizers of those versions (`Tekkenizer.from_file` and its own test suite, `tests/test_tekken.py`):
-
-- the version is `config.version` and nothing else: `from_file` reads it and picks `InstructTokenizerV7/V11/V13`,
-  the validator and the normalizer from it; the vocabulary, the pre-tokenizer regex and the sizes stay Nemo's (the
-  released tekken v7+ files, Mistral-Small-24B's and later, have the same 131072-entry layout);
-- v7: no `special_tokens` list, like the v3 files: `from_file` then uses `Tekkenizer.DEPRECATED_SPECIAL_TOKENS`, ranks
-  0-19, which include v7's `[SYSTEM_PROMPT]`, `[/SYSTEM_PROMPT]` and `[TOOL_CONTENT]`;
-- v11 and v13: `from_file` refuses a file of these versions without a `special_tokens` list, and their instruct
-  tokenizers need `[ARGS]` and `[CALL_ID]` (v13 `[THINK]`/`[/THINK]` for thinking). The list is the one
-  mistral-common's tests build (`get_special_tokens`): the 20 deprecated tokens, `<SPECIAL_i>` fillers, `[ARGS]` at
-  rank 32 and `[CALL_ID]` at 33; v13 adds `[THINK]` 34 and `[/THINK]` 35 (the next free ranks). Ranks 36-999 are
-  `from_file`'s own fillers. The kit reads every id from the file, so these ranks only decide which ids the
-  comparison sees, never what the templates write.
+and `tekken_240911.json`, Pixtral-12B's: the same vocabulary and config plus an image config). No tekken v7, v11, v13
+or v15 file ships, so the tests derive them from `tekken_240718.json` the way mistral-common itself builds tekken
+tokenizers of those versions (`Tekkenizer.from_file` and its own test suite, `tests/test_tekken.py`), with the
+package's derivation, `hf_mistral_kit.tokenizers.derived` (its docstring says how and why that is faithful): the
+version is `config.version` and nothing else; v11 and later list their special tokens, with `[ARGS]` 32, `[CALL_ID]`
+33, `[THINK]` 34 and `[/THINK]` 35 (v13 and later, not in the "-nothink" files), `[MODEL_SETTINGS]` 36 and
+`[/MODEL_SETTINGS]` 37 (v15, with Mistral Small 4's `model_settings_builder`). The kit reads every id from the file,
+so these ranks only decide which ids the comparison sees, never what the templates write.
 
 Both sides load the same derived file: mistral-common with `MistralTokenizer.from_file`, the kit with
 `load_tokenizer`, so each comparison is of two readers of one file.
@@ -28,8 +21,7 @@ import json
 import re
 from pathlib import Path
 
-from mistral_common.tokens.tokenizers.tekken import Tekkenizer
-
+from hf_mistral_kit.tokenizers.derived import derived_tekken_file
 from hf_mistral_kit.tokenizers.loading import MISTRAL_COMMON_DATA
 from hf_mistral_kit.versions import MistralFormat, TokenizerKind, find_format
 
@@ -39,7 +31,7 @@ SHIPPED = {
     "tekken-v3": MISTRAL_COMMON_DATA / "tekken_240718.json",
     "tekken-v3-image": MISTRAL_COMMON_DATA / "tekken_240911.json",
 }
-DERIVED = ("tekken-v7", "tekken-v11", "tekken-v13", "tekken-v13-nothink")
+DERIVED = ("tekken-v7", "tekken-v11", "tekken-v13", "tekken-v13-nothink", "tekken-v15", "tekken-v15-nothink")
 
 
 def row_of(name: str) -> MistralFormat:
@@ -53,32 +45,11 @@ def row_of(name: str) -> MistralFormat:
 TEMPLATES = {name: row_of(name).template for name in (*SHIPPED, *DERIVED) if not name.endswith("nothink")}
 
 
-def special_tokens(version: str, think: bool) -> list[dict] | None:
-    """The special_tokens list of a derived tekken file (None: the file has none, as the v3 and v7 files)."""
-    if version in ("v3", "v7"):
-        return None
-    tokens = [dict(token) for token in Tekkenizer.DEPRECATED_SPECIAL_TOKENS]
-    tokens = [{**token, "token_str": str(getattr(token["token_str"], "value", token["token_str"]))} for token in tokens]
-    named = {32: "[ARGS]", 33: "[CALL_ID]"}
-    if think:
-        named.update({34: "[THINK]", 35: "[/THINK]"})
-    for rank in range(len(tokens), max(named) + 1):
-        tokens.append({"rank": rank, "token_str": named.get(rank, f"<SPECIAL_{rank}>"), "is_control": True})
-    return tokens
-
-
 def derive(name: str, directory: Path) -> Path:
-    """Write the derived tekken file `name` ("tekken-v7", "tekken-v11", "tekken-v13", "tekken-v13-nothink") into
-    `directory` (as `<name>.json`: mistral-common and the kit tell a tekken file by "tekken" in a .json name)."""
-    version = name.split("-")[1]
-    data = json.loads(SHIPPED["tekken-v3"].read_text(encoding="utf-8"))
-    data["config"]["version"] = version
-    tokens = special_tokens(version, think=not name.endswith("nothink"))
-    if tokens is not None:
-        data["special_tokens"] = tokens
-    path = directory / f"{name}.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
+    """Write the derived tekken file `name` ("tekken-v7", "tekken-v11", "tekken-v13", "tekken-v13-nothink",
+    "tekken-v15", "tekken-v15-nothink") into `directory`, with the package's derivation
+    (`hf_mistral_kit.tokenizers.derived`, which tiny models of the later versions use too)."""
+    return derived_tekken_file(name.split("-")[1], thinking=not name.endswith("nothink"), directory=directory)
 
 
 # issue 19: crafted tekken.json files, Nemo's file with one edit each, and a fragment of the TokenizerFileError the kit

@@ -306,3 +306,24 @@ def test_text_in_functions_and_objects_is_escaped_like_any_text(kit_tokenizers, 
     for part in (TextPart(attack), PydanticPart(text=attack)):
         ids = chatml.apply_chat_template([{"role": "user", "content": [part]}], add_generation_prompt=True)["input_ids"]
         assert ids.count(32001) == 2 and ids.count(32000) == 1  # the user turn's and the generation prompt's
+
+
+def test_reasoning_effort_becomes_the_v15_templates_variables():
+    """Tokenizer v15: resolved with the tokenizer file's builder (Mistral Small 4's when none is given) into the
+    template's variables; the other kit templates refuse it, as mistral-common does; other templates get it as it
+    is."""
+    from hf_mistral_kit.versions import SMALL_4_MODEL_SETTINGS
+
+    chat = prepare_chat([USER], template="mistral_tekken_v15", reasoning_effort="high")
+    assert chat.settings == {"reasoning_effort": "high", "model_settings_builder": SMALL_4_MODEL_SETTINGS}
+    assert prepare_chat([USER], template="mistral_tekken_v15").settings["reasoning_effort"] == "none"
+    builder = {"reasoning_effort": {"default": "max", "values": ["low", "max"]}}
+    chat = prepare_chat([USER], template="mistral_tekken_v15", model_settings_builder=builder)
+    assert chat.settings == {"reasoning_effort": "max", "model_settings_builder": builder}
+    with pytest.raises(ConversationError, match=r"should be one of \['low', 'max'\], got 'high'"):
+        prepare_chat([USER], template="mistral_tekken_v15", reasoning_effort="high", model_settings_builder=builder)
+    assert prepare_chat([USER], template="mistral_v3").settings == {}
+    for template in ("mistral_v3", "mistral_tekken_v13", "chatml"):
+        with pytest.raises(ConversationError, match="reasoning_effort='high' is not supported for this model"):
+            prepare_chat([USER], template=template, reasoning_effort="high")
+    assert prepare_chat([USER], template=None, reasoning_effort="low").settings == {"reasoning_effort": "low"}

@@ -4,6 +4,7 @@ calls, linear rendering time; for every template, the v7 and tekken ones paramet
 
 import json
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -19,7 +20,7 @@ import hf_mistral_kit as kit
 from chats import TOOL_CHAT, TOOLS, conversations, rendering_time_ratio
 from hf_mistral_kit.chat.errors import ConversationError
 from hf_mistral_kit.chat.prepare import prepare_chat
-from hf_mistral_kit.versions import FORMATS, TokenizerKind, TokenizerVersion
+from hf_mistral_kit.versions import FORMATS, SMALL_4_MODEL_SETTINGS, TokenizerKind, TokenizerVersion
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = Path(__file__).parent / "golden"
@@ -37,6 +38,7 @@ def test_list_and_get_templates():
         "chatml",
         "mistral_tekken_v11",
         "mistral_tekken_v13",
+        "mistral_tekken_v15",
         "mistral_tekken_v3",
         "mistral_tekken_v7",
         "mistral_v1",
@@ -296,7 +298,7 @@ PARALLEL = [
 ]
 CASES = [(name, "chat", LATER_CHAT, None) for name in LATER]
 CASES += [(name, "tools", TOOL_CHAT, TOOLS) for name in LATER]
-CASES += [(name, "parallel", PARALLEL, TOOLS) for name in ("mistral_tekken_v13",)]
+CASES += [(name, "parallel", PARALLEL, TOOLS) for name in ("mistral_tekken_v13", "mistral_tekken_v15")]
 CASES += [
     (name, "parallel", [*PARALLEL[:5], {**PARALLEL[5], "reasoning_content": None}, PARALLEL[6]], TOOLS)
     for name in ("mistral_v7", "mistral_tekken_v7", "mistral_tekken_v11")
@@ -432,3 +434,101 @@ def test_template_models_are_listed():
         assert kit.versions.template_models(name)
         assert f"| `{name}` |" in readme
     assert json.dumps(list(kit.versions.TEMPLATES)) == json.dumps(kit.list_templates())
+
+
+# --- tokenizer v15: model settings, text parts joined with nothing, no thinking in system messages --------------
+
+V15 = "mistral_tekken_v15"
+HI = [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}]
+
+
+def _alone(chat, **variables):
+    rendered, _ = render_jinja_template(
+        conversations=[chat], chat_template=kit.get_chat_template(V15), bos_token="<s>", **variables
+    )
+    return rendered[0]
+
+
+def test_v15_template_alone_writes_the_model_settings():
+    """Without the kit (plain transformers: `apply_chat_template(..., reasoning_effort=...)` makes it a template
+    variable): the given reasoning_effort, else Mistral Small 4's default; a value Small 4 does not take raises with
+    mistral-common's words; the builder the kit passes (a file's) replaces Small 4's, which is the fallback."""
+    settings = '[MODEL_SETTINGS]{"reasoning_effort": "%s"}[/MODEL_SETTINGS]'
+    assert _alone(HI) == f"<s>[SYSTEM_PROMPT]S[/SYSTEM_PROMPT]{settings % 'none'}[INST]Hi[/INST]" == kit.render(HI, V15)
+    assert _alone(HI, reasoning_effort=None) == _alone(HI) == _alone(HI, reasoning_effort="none")
+    assert _alone(HI, reasoning_effort="high") == kit.render(HI, V15, reasoning_effort="high")
+    assert settings % "high" in _alone(HI, reasoning_effort="high")
+    for effort in ("low", "max", "HIGH"):
+        with pytest.raises(TemplateError, match=re.escape(f"should be one of ['none', 'high'], got '{effort}'.")):
+            _alone(HI, reasoning_effort=effort)
+        with pytest.raises(ConversationError, match=re.escape(f"should be one of ['none', 'high'], got '{effort}'.")):
+            kit.render(HI, V15, reasoning_effort=effort)
+    small_4 = _alone(HI, model_settings_builder=SMALL_4_MODEL_SETTINGS)
+    assert small_4 == _alone(HI)
+    other = {"reasoning_effort": {"default": "low", "values": ["low", "max"]}}
+    assert settings % "low" in _alone(HI, model_settings_builder=other)
+    assert settings % "max" in _alone(HI, model_settings_builder=other, reasoning_effort="max")
+    with pytest.raises(TemplateError, match=re.escape("['low', 'max'], got 'high'")):
+        _alone(HI, model_settings_builder=other, reasoning_effort="high")
+    # Before the first user turn only (after the tools), once; nowhere without a user turn.
+    chat = [HI[0], {"role": "assistant", "content": "A"}, {"role": "user", "content": "U"}, *TOOL_CHAT[1:]]
+    text = kit.render(chat, V15, tools=TOOLS)
+    assert text.count("[MODEL_SETTINGS]") == 1
+    assert f"A</s>[AVAILABLE_TOOLS]{json.dumps(TOOLS)}[/AVAILABLE_TOOLS]{settings % 'none'}[INST]U" in text
+    assert kit.render(HI[:1], V15) == _alone(HI[:1]) == "<s>[SYSTEM_PROMPT]S[/SYSTEM_PROMPT]"
+
+
+def test_v15_text_parts_are_joined_with_nothing(tokenizer_pair):
+    """mistral-common v15 joins the text parts of one message with nothing (v13: a blank line) and merged messages
+    with a blank line; the kit, and the template alone, agree with its ids."""
+    tokenizer, reference = tokenizer_pair("tekken-v15")
+
+    def parts(*texts):
+        return [{"type": "text", "text": text} for text in texts]
+
+    call = {"id": "abcDEF123", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    chats = [
+        [{"role": "user", "content": parts("a", "b")}],
+        [{"role": "system", "content": parts("s1", "s2")}, {"role": "user", "content": "Hi"}],
+        [{"role": "user", "content": "a"}, {"role": "user", "content": parts("b", "", "c")}],
+        [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "abcDEF123", "content": parts("r1", "r2")},
+        ],
+        [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": parts("x ", "y  ")},
+            {"role": "assistant", "content": [*parts("", "w"), {"type": "thinking", "thinking": "t"}, *parts("z  ")]},
+            {"role": "user", "content": "q"},
+        ],
+        [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "x"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "t"}, *parts("y")]},
+            {"role": "user", "content": "q"},
+        ],
+    ]
+    texts = [
+        "[INST]ab[/INST]",
+        "[SYSTEM_PROMPT]s1s2[/SYSTEM_PROMPT]",
+        "[INST]a\n\nbc[/INST]",
+        "r1r2",
+        "x y  \n\nw[THINK]t[/THINK]z  </s>",
+    ]
+    for chat, expected_text in zip(chats, [*texts, "x[THINK]t[/THINK]y</s>"], strict=True):
+        expected = reference.encode_chat_completion(ChatCompletionRequest.from_openai(chat)).tokens
+        text = kit.render(chat, V15)
+        assert expected_text in text
+        assert tokenizer.apply_chat_template(chat)["input_ids"] == expected
+        assert tokenizer.encode(_alone(chat, eos_token="</s>"), add_special_tokens=False) == expected
+
+
+def test_v15_refuses_thinking_in_system_messages():
+    """mistral-common v15 refuses a thinking chunk in a system message (v13 renders it); the template alone too."""
+    chat = [{"role": "system", "content": [{"type": "thinking", "thinking": "t"}]}, {"role": "user", "content": "x"}]
+    assert "[SYSTEM_PROMPT][THINK]t[/THINK][/SYSTEM_PROMPT]" in kit.render(chat, "mistral_tekken_v13")
+    with pytest.raises(ConversationError, match="type 'thinking'; mistral_tekken_v15 renders text parts only"):
+        kit.render(chat, V15)
+    with pytest.raises(TemplateError, match="only renders text content parts"):
+        _alone(chat)

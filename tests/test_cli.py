@@ -13,6 +13,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from transformers import __version__ as transformers_version
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
 import hf_mistral_kit as kit
 from chats import TOOL_CHAT, TOOLS
@@ -449,6 +451,55 @@ def test_demo_on_a_given_model(cli_env, run, tiny_checkpoints):
         assert impossible.stdout == ""  # refused before printing or building anything
     missing = run("demo", "--model", "./no-such-checkpoint")
     assert_user_error(missing, ExitCode.MISSING, "no-such-checkpoint does not exist")
+
+
+# The 2025-26 architectures (issue 21), each as `tiny_model` builds it: what a user runs on a checkpoint works.
+NEW_KINDS = [
+    pytest.param(
+        kind,
+        marks=pytest.mark.skipif(
+            kind not in CONFIG_MAPPING_NAMES, reason=f"transformers {transformers_version} has no {kind}"
+        ),
+    )
+    for kind in ("ministral", "ministral3", "mistral4", "mistral3", "mistral_large4")
+]
+
+
+@pytest.mark.parametrize("kind", NEW_KINDS)
+def test_demo_chat_and_plan_on_every_architecture(kind, run, kit_cache):
+    path = str(kit.tiny_model(kind))
+    plan = run("plan", path, "--gpu", "h100")
+    assert plan.returncode == 0, plan.stderr
+    assert re.search(r"^fits +yes on NVIDIA H100", plan.stdout, re.MULTILINE), plan.stdout
+    demo = run("demo", "--model", path, "--max-new-tokens", "3", "--preset", "cpu")
+    assert demo.returncode == 0, demo.stderr
+    assert f"== model: {path}" in demo.stdout and "3 tokens in" in demo.stdout
+    chat = run("chat", path, "--jsonl", "--max-new-tokens", "4", "--preset", "cpu", input='{"content": "Hi"}\n')
+    assert chat.returncode == 0, chat.stderr
+    (reply,) = [json.loads(line) for line in chat.stdout.splitlines()]
+    assert reply["role"] == "assistant" and reply["usage"]["completion_tokens"] <= 4
+    if kind != "mistral4":
+        return
+    # Mistral Small 4's tokenizer v15 takes model settings: --reasoning-effort, one of the tokenizer file's values.
+    high = run(
+        "chat", path, "--jsonl", "--max-new-tokens", "1", "--reasoning-effort", "high", input='{"content": "Hi"}\n'
+    )
+    (reply,) = [json.loads(line) for line in high.stdout.splitlines()]
+    assert reply["usage"]["prompt_tokens"] > 0 and high.returncode == 0
+    low = run("chat", path, "--reasoning-effort", "low", input="Hi\n")
+    assert_user_error(low, ExitCode.USAGE, "--reasoning-effort low: reasoning_effort should be one of ['none', 'high']")
+    rendered = run(
+        "render",
+        "--tokenizer",
+        path,
+        "--reasoning-effort",
+        "high",
+        "--check",
+        "-",
+        input='[{"role": "user", "content": "Hi"}]',
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.stdout.startswith('<s>[MODEL_SETTINGS]{"reasoning_effort": "high"}[/MODEL_SETTINGS][INST]Hi[/INST]')
 
 
 # --- chat -------------------------------------------------------------------------------------------------------

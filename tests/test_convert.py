@@ -14,10 +14,11 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 import hf_mistral_kit as kit
 from hf_mistral_kit.convert import STAGING_MARKER
-from hf_mistral_kit.formats.errors import NativeCheckpointError
+from hf_mistral_kit.formats.errors import GGUFError, NativeCheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +269,52 @@ def test_a_directory_named_like_a_gguf_file_is_refused(hf_source, tmp_path, run)
     assert result.returncode == 2 and result.stdout == ""
     assert "x.GGUF is named like a GGUF file" in result.stderr and "(CLI: --to gguf)" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the 2025-26 architectures: what converts, and what is refused before anything is written ------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "to", "error", "message"),
+    [
+        ("mistral3", "native", NativeCheckpointError, r"holds a vision-language model \(mistral3\).*Load it from this"),
+        ("mistral3", "gguf", NativeCheckpointError, r"holds a vision-language model \(mistral3\)"),
+        ("mistral4", "gguf", GGUFError, r"not 'mistral4'; keep the Hugging Face or native checkpoint"),
+        ("ministral", "gguf", GGUFError, r"Per-layer sliding windows \(ministral.*convert it to Mistral's native"),
+    ],
+    ids=["mistral3-native", "mistral3-gguf", "mistral4-gguf", "ministral-gguf"],
+)
+def test_what_has_no_exact_target_layout_is_refused_and_nothing_is_written(kind, to, error, message, tmp_path):
+    source = kit.tiny_model(kind, tokenizer="v1")
+    dst = tmp_path / ("out.gguf" if to == "gguf" else "out")
+    with pytest.raises(error, match=message):
+        kit.convert_checkpoint(source, dst, to=to)
+    assert not dst.exists() and leftovers(tmp_path) == []
+
+
+def test_mistral_large4_is_refused_with_the_route(tmp_path):
+    from tiny_configs import available
+
+    if not available("mistral_large4"):  # transformers < 5.2x: the kit cannot even build one
+        with pytest.raises(ValueError, match="mistral_large4"):
+            kit.tiny_model("mistral_large4", tokenizer="v1")
+        return
+    source = kit.tiny_model("mistral_large4", tokenizer="v1")
+    with pytest.raises(NativeCheckpointError, match=r"holds a vision-language model \(mistral_large4\)"):
+        kit.convert_checkpoint(source, tmp_path / "out", to="native")
+    assert leftovers(tmp_path) == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["ministral", "ministral3", "mistral4"])
+def test_new_text_architectures_convert_to_native_and_back(kind, tmp_path):
+    """The text models with an exact params.json spelling convert both ways, weights bit for bit (the logits are
+    checked in test_formats_native)."""
+    from safetensors.torch import load_file
+
+    source = kit.tiny_model(kind, tokenizer="v1")
+    native = kit.convert_checkpoint(source, tmp_path / "native", to="native")
+    back = kit.convert_checkpoint(native, tmp_path / "back", to="hf")
+    original, round_tripped = load_file(source / "model.safetensors"), load_file(back / "model.safetensors")
+    assert original.keys() == round_tripped.keys()
+    assert all(torch.equal(tensor, round_tripped[key]) for key, tensor in original.items())
+    assert leftovers(tmp_path) == []

@@ -26,7 +26,7 @@ from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
 import hf_mistral_kit as kit
 from chats import conversations, reference_ids, text
-from gguf_files import NO_VOCABULARY, entry, raw_gguf, rewrite, with_vocabulary
+from gguf_files import NO_VOCABULARY, entry, raw_gguf, rewrite, with_architecture, with_vocabulary
 from hf_mistral_kit.formats.errors import GGUFError
 from hf_mistral_kit.formats.gguf import gguf_reader, read_gguf_metadata
 from hf_mistral_kit.formats.gguf_vocabulary import (
@@ -765,3 +765,113 @@ def test_a_huge_vocabulary_is_refused_before_it_is_read(ggufs, work):
             f"GGUFError: {huge}: tokenizer.ggml.tokens is an array of 3000000 entries, more than the largest "
             f"vocabulary the kit accepts ({MAX_VOCAB})"
         ), name
+
+
+# --- llama.cpp's mistral3 architecture (Ministral 3, Mistral Small 3.x text) and the family's others ----------------
+
+# What llama.cpp's convert_hf_to_gguf.py writes for a ministral3 config (Mistral3Model.Ministral3Model: TextModel's YaRN
+# keys, then the log multiplier from mscale_all_dim and llama 4's beta as the attention temperature scale).
+MINISTRAL3_ROPE_KEYS = {
+    "mistral3.rope.scaling.type": "yarn",
+    "mistral3.rope.scaling.factor": 4.0,
+    "mistral3.rope.scaling.original_context_length": 8,
+    "mistral3.rope.scaling.yarn_beta_fast": 32.0,
+    "mistral3.rope.scaling.yarn_beta_slow": 1.0,
+    "mistral3.rope.scaling.yarn_log_multiplier": 1.0,
+}
+
+
+@pytest.fixture(scope="module")
+def ministral3(work):
+    """(HF ministral3 checkpoint, transformers' model of it, the GGUF the kit wrote from it)."""
+    rope = {
+        "rope_type": "yarn",
+        "rope_theta": 1e6,
+        "factor": 4.0,
+        "original_max_position_embeddings": 8,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+        "llama_4_scaling_beta": 0.1,
+    }
+    directory = kit.tiny_model("ministral3", work / "hf-ministral3", tokenizer="v1", rope_parameters=rope)
+    model = AutoModelForCausalLM.from_pretrained(directory).eval()
+    return directory, model, kit.convert_checkpoint(directory, work / "ministral3.gguf", to="gguf", dtype="f32")
+
+
+def test_ministral3_is_written_as_llama_cpp_writes_it_and_reads_back_exactly(ministral3):
+    directory, original, path = ministral3
+    fields = read_gguf_metadata(path)
+    assert fields["general.architecture"] == "mistral3"
+    assert {key: fields.get(key) for key in MINISTRAL3_ROPE_KEYS} == MINISTRAL3_ROPE_KEYS
+    assert fields["mistral3.attention.temperature_scale"] == pytest.approx(0.1)
+    assert not any(key.startswith("llama.") for key in fields)
+    model = kit.AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.model_type.endswith("ministral3")
+    keys = ("rope_type", "rope_theta", "factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "mscale")
+    for key in (*keys, "mscale_all_dim", "llama_4_scaling_beta"):
+        assert model.config.rope_parameters[key] == original.config.rope_parameters[key], key
+    ids = torch.randint(0, 32000, (1, 40), generator=torch.Generator().manual_seed(4))  # 40 > 8: llama 4 scaling acts
+    assert torch.equal(logits(model, ids), logits(original, ids))
+
+
+def test_a_mistral3_file_without_yarn_is_a_mistral_small_3_text_model(originals, ggufs, work):
+    """llama.cpp files Mistral Small 3.1/3.2's text model (a `mistral` text config) under mistral3 with llama's keys
+    only: the kit reads it as mistral, exactly."""
+    path = with_architecture(ggufs["mistral", "f32"], work / "small3.gguf", "mistral3")
+    model = kit.AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.model_type.endswith("mistral") and model.config.rope_parameters["rope_type"] == "default"
+    assert torch.equal(logits(model), logits(originals["mistral"][1]))
+
+
+@pytest.mark.parametrize(
+    ("edits", "message"),
+    [
+        ({"set_fields": {"mistral3.rope.scaling.yarn_log_multiplier": (0.0, FLOAT32)}}, r"yarn_log_multiplier is 0\.0"),
+        ({"drop_fields": ("mistral3.rope.scaling.yarn_log_multiplier",)}, r"yarn_log_multiplier is None"),
+        ({"set_fields": {"mistral3.rope.scaling.type": ("linear", STRING)}}, r"RoPE scaling 'linear'"),
+        ({"set_fields": {"mistral3.rope.scaling.yarn_attn_factor": (1.0, FLOAT32)}}, r"yarn_attn_factor describes"),
+        ({"drop_fields": ("mistral3.rope.scaling.original_context_length",)}, r"YaRN needs .*original_context_len"),
+        ({"set_fields": {"mistral3.rope.scaling.factor": (-2.0, FLOAT32)}}, r"factor must be a finite number above 0"),
+        (
+            {"set_fields": {"mistral3.expert_count": (4, UINT32), "mistral3.expert_used_count": (2, UINT32)}},
+            r"experts with YaRN",
+        ),
+        ({"set_fields": {"general.architecture": ("mistral4", STRING)}}, r"'mistral4' architecture, Mistral Small 4"),
+        ({"set_fields": {"general.architecture": ("deepseek2", STRING)}}, r"Hugging Face release \(config\.json\)"),
+    ],
+    ids=[
+        "log-multiplier",
+        "no-log-multiplier",
+        "linear",
+        "attn-factor",
+        "no-original",
+        "factor",
+        "experts",
+        "mistral4",
+        "deepseek2",
+    ],
+)
+def test_mistral3_files_the_kit_cannot_map_exactly_are_refused(edits, message, ministral3, work):
+    edits.setdefault("drop_fields", ())
+    edits["drop_fields"] = (*edits["drop_fields"], *NO_VOCABULARY)
+    edits["set_fields"] = {"general.architecture": ("mistral3", STRING), **edits.get("set_fields", {})}
+    broken = rewrite(ministral3[2], work / "broken-mistral3.gguf", **edits)
+    with pytest.raises(GGUFError, match=message):
+        kit.AutoModelForCausalLM.from_pretrained(broken)
+
+
+def test_llama_4_scaling_without_yarn_is_refused(ggufs, work):
+    scale = {"mistral3.attention.temperature_scale": (0.1, FLOAT32)}
+    path = with_architecture(ggufs["mistral", "f32"], work / "scale-only.gguf", "mistral3", set_fields=scale)
+    with pytest.raises(GGUFError, match=r"temperature_scale without YaRN"):
+        kit.AutoModelForCausalLM.from_pretrained(path)
+    yarn = with_architecture(
+        ggufs["mistral", "f32"],
+        work / "llama-yarn.gguf",
+        "llama",
+        set_fields={"llama.rope.scaling.type": ("yarn", STRING)},
+    )
+    with pytest.raises(GGUFError, match=r"RoPE scaling \(yarn\) has no Mistral equivalent under llama\.cpp's llama"):
+        kit.AutoModelForCausalLM.from_pretrained(yarn)

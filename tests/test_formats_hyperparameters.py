@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import tracemalloc
 
@@ -51,7 +52,7 @@ def native_copy(source, target, **params_changes):
         ({"rope_theta": math.inf}, "'rope_theta' must be a finite number above 0"),
         ({"max_seq_len": -1}, "'max_seq_len' must be between 1 and"),
         ({"sliding_window": -5}, "'sliding_window' must be between 1 and"),
-        ({"sliding_window": [4096, 4096]}, "a per-layer sliding_window (a list) is not supported"),
+        ({"sliding_window": [4096, None]}, "per-layer sliding windows exist only in Ministral-8B-style dense models"),
         ({"n_layers": 1_000_000}, "'n_layers' must be between 1 and 4096, got 1000000"),
         ({"n_layers": 1e7}, "'n_layers' must be an integer, got 10000000.0"),
         ({"n_layers": True}, "'n_layers' must be an integer, got True"),
@@ -237,3 +238,47 @@ def test_config_files_are_read_safely(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "config.json").write_text(json.dumps({**MISTRAL_7B, "_name_or_path": "elsewhere"}))
     assert ModelShape.from_config(str(tmp_path / "in" / "config.json")).name == str(tmp_path / "in" / "config.json")
+
+
+def test_the_text_config_of_a_vision_language_wrapper_is_what_is_checked_and_planned():
+    """mistral3 and the Large line describe their text model in `text_config`: its own `tie_word_embeddings` decides
+    the head (not the wrapper's), `n_routed_experts` reads as `num_local_experts`, and `vision=True` brings the
+    vision tower's config along."""
+    from hf_mistral_kit.formats.hyperparameters import check_config, text_config_dict
+    from tiny_configs import MISTRAL3, MISTRAL3_MISTRAL4, MISTRAL4, MISTRAL_LARGE4
+
+    text = text_config_dict({**MISTRAL3, "tie_word_embeddings": True})
+    assert text["model_type"] == "mistral" and text["tie_word_embeddings"] is False and "vision_config" not in text
+    assert text_config_dict(MISTRAL3_MISTRAL4)["num_local_experts"] == MISTRAL4["n_routed_experts"] == 8
+    assert text_config_dict(MISTRAL_LARGE4)["model_type"] == "mistral_large4_text"
+    whole = text_config_dict(MISTRAL_LARGE4, vision=True)
+    assert whole["vision_config"] == MISTRAL_LARGE4["vision_config"] and whole["spatial_merge_size"] == 2
+    assert text_config_dict(MISTRAL4) == {**MISTRAL4, "num_local_experts": 8}
+    check_config(MISTRAL3_MISTRAL4, "tiny")
+    with pytest.raises(ValueError, match=r"tiny: field 'vision_config.intermediate_size' must be an integer, got None"):
+        check_config(text_config_dict({**MISTRAL3, "vision_config": {"hidden_size": 8}}, vision=True), "tiny")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"first_k_dense_replace": -1}, "field 'first_k_dense_replace' must be between 0 and 4096, got -1"),
+        ({"n_shared_experts": 1.5}, "field 'n_shared_experts' must be an integer, got 1.5"),
+        ({"q_lora_rank": 0}, "field 'q_lora_rank' must be between 1 and"),
+        ({"qk_rope_head_dim": None}, "a mistral4 config must give 'qk_rope_head_dim'"),
+        ({"moe_intermediate_size": True}, "field 'moe_intermediate_size' must be an integer, got True"),
+        ({"n_routed_experts": 1}, "num_experts_per_tok (2) cannot exceed num_local_experts (1)"),
+    ],
+)
+def test_latent_attention_and_deepseek_expert_fields_are_checked(changes, message):
+    from hf_mistral_kit.formats.hyperparameters import check_config, check_present
+    from tiny_configs import MISTRAL4
+
+    check_config({**MISTRAL4, "first_k_dense_replace": 0, "n_shared_experts": 0, "q_lora_rank": None}, "tiny")
+    with pytest.raises(ValueError, match=re.escape(f"tiny: {message}") if "must give" not in message else message):
+        check_config({**MISTRAL4, **changes}, "tiny")
+    if "must give" in message or "cannot exceed" in message:  # what transformers fills in, or an agreement
+        check_present({**MISTRAL4, **changes}, "tiny")
+    else:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_present({**MISTRAL4, **changes}, "tiny")

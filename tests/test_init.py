@@ -70,11 +70,12 @@ def test_import_help_and_render_load_neither_torch_nor_modeling_code(tmp_path):
 def test_the_public_api_is_unchanged_and_resolves_lazily():
     # the 33 names from before the package became lazy, the conversation contract's three, GGUF's two, the
     # tekken tokenizer's two (its class and the base it shares with the SentencePiece one), parse_response and the
-    # error of a tokenizer file that cannot be loaded or cannot encode (issue 19), the LoRA settings (issue 20)
-    assert len(kit.__all__) == len(set(kit.__all__)) == 43
+    # error of a tokenizer file that cannot be loaded or cannot encode (issue 19), the LoRA settings (issue 20), the
+    # vision-language Auto class (issue 21)
+    assert len(kit.__all__) == len(set(kit.__all__)) == 44
     added = {"ConversationError", "ValidationMode", "prepare_chat", "GGUFError", "load_gguf_tokenizer"}
     added |= {"MistralTekkenTokenizer", "MistralTokenizerBase", "parse_response", "TokenizerFileError"}
-    added |= {"lora_config"}
+    added |= {"lora_config", "AutoModelForImageTextToText"}
     assert added <= set(kit.__all__)
     assert set(kit.__all__) == set(kit._EXPORTS)
     for name in kit.__all__:

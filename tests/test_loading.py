@@ -386,3 +386,56 @@ def test_auto_on_the_detected_machine(tiny, input_ids):
 def _checkpointing(model) -> bool:
     """Whether activation checkpointing is on (the property's name changed within transformers 5.x)."""
     return any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
+
+
+# issue 21: multi-head latent attention, shared and routed experts are targets; the attention indexer and a
+# vision-language model's vision tower and projector are not.
+LATENT = ["q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"]
+MLP = ["gate_proj", "up_proj", "down_proj"]  # dense layers and shared experts
+NEW_LAYOUTS = {
+    ("mistral4", "4bit"): (LATENT + MLP + ["w1", "w2", "w3"], None),
+    ("mistral4", "cpu"): (LATENT + MLP, FUSED),
+    ("mistral_large4", "4bit"): (["q_proj"] + LATENT[2:] + MLP + ["w1", "w2", "w3"], None),
+    ("mistral3", "4bit"): (PROJECTIONS, None),  # the text model
+}
+
+
+def _new_layouts():
+    from tiny_configs import available
+
+    return [
+        pytest.param(kind, preset, marks=[] if available(kind) else [pytest.mark.skip(f"transformers lacks {kind}")])
+        for kind, preset in NEW_LAYOUTS
+    ]
+
+
+@pytest.mark.parametrize("kind, preset", _new_layouts())
+def test_lora_config_on_the_2025_26_architectures(kind, preset):
+    peft = pytest.importorskip("peft")
+    from hf_mistral_kit import tiny_model
+
+    modules, parameters = NEW_LAYOUTS[kind, preset]
+    # MLA sizes bitsandbytes' CPU 4-bit kernel takes (kv_a_proj_with_mqa: kv_lora_rank + qk_rope_head_dim rows).
+    sizes = {"kv_lora_rank": 64, "qk_rope_head_dim": 32} if kind in ("mistral4", "mistral_large4") else {}
+    sizes |= {"index_head_dim": 32} if kind == "mistral_large4" else {}  # at least qk_rope_head_dim
+    model, _ = load_model(tiny_model(kind, **sizes), preset, hardware=CPU, prepare_for_training=True)
+    config = lora_config(model, r=4, lora_alpha=8, task_type="CAUSAL_LM")
+    assert set(config.target_modules) == set(modules)
+    assert getattr(config, "target_parameters", None) == parameters
+    lora = peft.get_peft_model(model, config)
+    adapted = [name for name, module in lora.named_modules() if isinstance(module, peft.tuners.lora.LoraLayer)]
+    assert set(modules) <= {name.split(".")[-1] for name in adapted}
+    assert not [name for name in adapted if any(part in name for part in ("vision", "projector", "indexer"))]
+    assert not any(name.endswith((".gate", ".lm_head", ".embed_tokens")) for name in adapted)
+
+    batch = torch.randint(3, 300, (2, 8), generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
+    lora.train()
+    lora(input_ids=batch, labels=batch).loss.backward()
+    optimizer.step()
+    moved = {
+        name.split(".lora_B")[0].rsplit(".", 1)[-1]
+        for name, p in lora.named_parameters()
+        if "lora_B" in name and p.abs().sum() > 0
+    }
+    assert set(modules) <= moved | {"base_layer", "experts"}, set(modules) - moved

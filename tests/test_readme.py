@@ -117,3 +117,18 @@ def test_the_readme_vllm_figures_are_the_benchmarks_output():
     assert "tekken v3: 154/154 in `mistral` mode" in readme
     greedy = [cell.rsplit(maxsplit=1)[-1] for cell in rows.values() if cell.startswith("equal")]
     assert greedy == ["equal"] * 48 and "(48 of 48 rows)" in readme
+
+
+def test_the_model_table_covers_every_architecture_and_template():
+    """issue 21: the README's model table lists each architecture of the kit (`architectures.ARCHITECTURES`) and each
+    template (`chat_templates/`) with the models that use them."""
+    from hf_mistral_kit import list_templates
+    from hf_mistral_kit.architectures import ARCHITECTURES
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Models\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| ---")][1:]
+    architectures = {cell for row in rows for cell in re.findall(r"`([a-z0-9_]+)`", row.split(" | ")[1])}
+    templates = {row.split(" | ")[3].strip("`") for row in rows}
+    assert {row.model_type for row in ARCHITECTURES} <= architectures
+    assert set(list_templates()) <= templates | {"that version's"}

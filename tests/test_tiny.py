@@ -18,13 +18,15 @@ from tokenizers.models import WordLevel
 
 import hf_mistral_kit as kit
 from hf_mistral_kit import MistralSentencePieceTokenizer, get_chat_template, reference_tokenizer_file
+from hf_mistral_kit.architectures import find_architecture
 from hf_mistral_kit.cli.demo import tiny_checkpoint
-from hf_mistral_kit.tiny import DEFAULT_TOKENIZERS, STAMP_FILE, teach
+from hf_mistral_kit.tiny import DEFAULT_TOKENIZERS, KINDS, STAMP_FILE, teach
 
 
 @torch.no_grad()
 def logits(model):
-    ids = torch.randint(0, model.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(0))
+    vocab_size = model.config.get_text_config().vocab_size
+    ids = torch.randint(0, vocab_size, (1, 9), generator=torch.Generator().manual_seed(0))
     return model(ids).logits
 
 
@@ -54,6 +56,48 @@ def test_tiny_model_is_deterministic_in_both_layouts(kind, tmp_path):
     torch.testing.assert_close(
         logits(kit.AutoModelForCausalLM.from_pretrained(native)), logits(model), atol=1e-5, rtol=0
     )
+
+
+# The 2025-26 architectures (issue 21): mistral_large4 only where transformers has it (5.2x; not 5.10).
+NEW_KINDS = [
+    pytest.param(
+        kind,
+        marks=pytest.mark.skipif(
+            kind not in transformers.models.auto.configuration_auto.CONFIG_MAPPING_NAMES,
+            reason=f"transformers {transformers.__version__} has no {kind}",
+        ),
+    )
+    for kind in KINDS
+    if kind not in ("mistral", "mixtral")
+]
+
+
+@pytest.mark.parametrize("kind", NEW_KINDS)
+def test_tiny_model_of_every_architecture_loads_in_plain_transformers(kind, tmp_path):
+    path = kit.tiny_model(kind, tmp_path / "a")
+    config = json.loads((path / "config.json").read_text())
+    architecture = find_architecture(kind)
+    assert config["model_type"] == kind and config["architectures"] == [architecture.causal_lm]
+    # Each kind's tokenizer: tekken v11 for Mistral Small 3.2's layout, v15 for Mistral Small 4's, else Nemo's v3.
+    version = {"mistral3": "v11", "mistral4": "v15"}.get(kind, "v3")
+    assert kit.load_tokenizer(path).mistral_version == version
+    assert json.loads((path / "tekken.json").read_text())["config"]["version"] == version
+    model = getattr(transformers, architecture.causal_lm).from_pretrained(path)
+    text_config = model.config.get_text_config()
+    assert text_config.num_hidden_layers == 2 and text_config.vocab_size == 131072
+    if architecture.vision:  # beside a vision tower, the text model is the one its text_config names
+        assert model.model.vision_tower is not None and text_config.model_type != kind
+    if architecture.experts:  # a dense layer, then a layer of routed experts and a shared one
+        assert text_config.first_k_dense_replace == 1 and text_config.n_shared_experts == 1
+    # Deterministic: the same seed gives the same weights.
+    again = kit.tiny_model(kind, tmp_path / "b")
+    assert filecmp.cmp(path / "model.safetensors", again / "model.safetensors", shallow=False)
+    torch.testing.assert_close(logits(type(model).from_pretrained(again)), logits(model))
+
+
+def test_tiny_model_refuses_an_unknown_kind():
+    with pytest.raises(ValueError, match="kind must be one of 'mistral', 'mixtral', 'ministral'"):
+        kit.tiny_model("llama")
 
 
 def test_tiny_model_reuses_an_identical_build_and_refuses_foreign_directories(tmp_path):

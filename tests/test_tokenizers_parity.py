@@ -1,9 +1,14 @@
 """Token-for-token parity of the kit's tokenizers + templates with mistral-common over generated conversations, for
 every version of the table (`hf_mistral_kit.versions.FORMATS`): the same ids when mistral-common accepts a
 conversation, the kit's ConversationError when it rejects one, the assistant masks over exactly mistral-common's
-assistant tokens. SentencePiece v1, v2 and v3 run on the shipped files; v7 and tekken (v3, v7, v11, v13) on every
+assistant tokens. SentencePiece v1, v2 and v3 run on the shipped files; v7 and tekken (v3, v7, v11, v13, v15) on every
 file mistral-common ships and the tekken versions derived from them (tests/tekken_files.py says how and why that is
-faithful)."""
+faithful), with `reasoning_effort` drawn too (v15 takes it, the others refuse it).
+
+PARITY_EXAMPLES=1000 runs the v7 and tekken parity tests on that many conversations each (the one-off run; select a
+file with -k, e.g. `-k tekken-v15`)."""
+
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -86,10 +91,22 @@ def test_every_input_form_is_read_as_its_dicts(kit_tokenizers, reference_tokeniz
 
 # --- v7 and tekken ----------------------------------------------------------------------------------------------
 
-FILES = list(TEMPLATES)  # v7, v7m1, tekken-v3, tekken-v3-image, tekken-v7, tekken-v11, tekken-v13
-ONE_PER_VERSION = [name for name in FILES if not name.endswith(("m1", "-image"))]  # v7, tekken-v3, ... tekken-v13
-LATER_PARITY = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
-LATER_ADVERSARIAL = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+FILES = list(TEMPLATES)  # v7, v7m1, tekken-v3, tekken-v3-image, tekken-v7, tekken-v11, tekken-v13, tekken-v15
+ONE_PER_VERSION = [name for name in FILES if not name.endswith(("m1", "-image"))]  # v7, tekken-v3, ... tekken-v15
+ONE_OFF = os.environ.get("PARITY_EXAMPLES")
+LATER_PARITY = settings(max_examples=int(ONE_OFF or 120), deadline=None, suppress_health_check=list(HealthCheck))
+LATER_ADVERSARIAL = settings(max_examples=int(ONE_OFF or 150), deadline=None, suppress_health_check=list(HealthCheck))
+# Valid reasoning efforts of the derived v15 files (Mistral Small 4's builder), and what a caller might pass.
+EFFORTS = [None, None, "none", "high"]
+ANY_EFFORTS = [None] * 8 + ["none", "high", "low", "max", "bogus", "", 5, "HIGH"]
+
+
+def _effort(name: str, data, valid: bool):
+    """A reasoning_effort for a conversation of file `name`: valid ones (or None) for v15, anything for the
+    adversarial tests (every version but v15 refuses all but None)."""
+    if valid:
+        return data.draw(st.sampled_from(EFFORTS)) if row_of(name).version >= "v15" else None
+    return data.draw(st.sampled_from(ANY_EFFORTS))
 
 
 def test_every_version_of_the_table_is_compared():
@@ -116,20 +133,21 @@ def test_v7_and_tekken_valid_conversations_get_mistral_commons_ids(name, tokeniz
     takes them), thinking (v13), multi-turn, unicode and whitespace."""
     tokenizer, reference = tokenizer_pair(name)
     messages, tools, prefix = data.draw(conversations(tools=True, version=name))
-    expected = reference_ids(reference, messages, tools, prefix)
+    effort = _effort(name, data, valid=True)
+    expected = reference_ids(reference, messages, tools, prefix, reasoning_effort=effort)
     assert expected is not None, "the generator makes conversations mistral-common accepts"
-    ids = tokenizer.apply_chat_template(messages, tools=tools, continue_final_message=prefix)["input_ids"]
-    assert ids == expected, tokenizer.apply_chat_template(
-        messages, tools=tools, continue_final_message=prefix, tokenize=False
-    )
+    kwargs = {"tools": tools, "continue_final_message": prefix, "reasoning_effort": effort}
+    ids = tokenizer.apply_chat_template(messages, **kwargs)["input_ids"]
+    assert ids == expected, tokenizer.apply_chat_template(messages, **kwargs, tokenize=False)
 
 
-@pytest.mark.parametrize("name", [*FILES, "tekken-v13-nothink"])
+@pytest.mark.parametrize("name", [*FILES, "tekken-v13-nothink", "tekken-v15-nothink"])
 @LATER_ADVERSARIAL
 @given(data=st.data())
 def test_v7_and_tekken_accept_and_reject_what_mistral_common_does(name, tokenizer_pair, data):
     tokenizer, reference = tokenizer_pair(name)
-    assert_agrees(tokenizer, reference, data.draw(any_conversations(tools=True, later=True)))
+    chat = data.draw(any_conversations(tools=True, later=True))
+    assert_agrees(tokenizer, reference, chat, reasoning_effort=_effort(name, data, valid=False))
 
 
 @pytest.mark.parametrize("name", ["v7", "tekken-v7", "tekken-v13"])

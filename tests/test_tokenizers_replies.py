@@ -23,8 +23,20 @@ from hf_mistral_kit.versions import CHATML
 from replies import generated_replies, reference_reply
 from test_chat_replies import HAS_RESPONSE_TEMPLATE
 
-# Every version the kit renders: SentencePiece v1 and v3 (shipped files), v7 and tekken v3 to v13 (tests/tekken_files).
-VERSIONS = ["v1", "v2", "v3", "v7", "tekken-v3", "tekken-v7", "tekken-v11", "tekken-v13", "tekken-v13-nothink"]
+# Every version the kit renders: SentencePiece v1 and v3 (shipped files), v7 and tekken v3 to v15 (tests/tekken_files).
+VERSIONS = [
+    "v1",
+    "v2",
+    "v3",
+    "v7",
+    "tekken-v3",
+    "tekken-v7",
+    "tekken-v11",
+    "tekken-v13",
+    "tekken-v13-nothink",
+    "tekken-v15",
+]
+THINKING = ("tekken-v13", "tekken-v15")  # v13's replies (v15 writes the same): thinking, calls without ids
 TOOLS_REFUSED = ("v1", "v2")  # the kit renders no tools for these (v2: the v3 template refuses them)
 # REPLY_EXAMPLES=1000 for the one-off run of 1,000 conversations per version.
 EXAMPLES = int(os.environ.get("REPLY_EXAMPLES", "25"))
@@ -136,20 +148,20 @@ def test_generated_replies_read_back_as_mistral_common_reads_them(name, pair, da
 
 
 def test_the_readme_agent_turn_reads_back_in_every_tool_version(pair):
-    """The v3 list, v11's [CALL_ID] and v13's thinking, on the conversation of the README."""
+    """The v3 list, v11's [CALL_ID] and v13's (and v15's) thinking, on the conversation of the README."""
     for name in [name for name in VERSIONS if name not in TOOLS_REFUSED]:
         tokenizer, reference = pair(name)
         messages = [*TOOL_CHAT[:2]]
-        if name == "tekken-v13":
+        if name in THINKING:
             messages[1] = {**messages[1], "reasoning_content": "Paris: call get_weather."}
         prompt = tokenizer.apply_chat_template(messages[:1], tools=TOOLS, add_generation_prompt=True)["input_ids"]
         full = tokenizer.apply_chat_template(messages, tools=TOOLS)["input_ids"]
         parsed = kit.parse_response(tokenizer, full[len(prompt) :], prompt, tools=TOOLS)
         call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
-        if not name.startswith("tekken-v13"):  # v13 writes no call ids
+        if not name.startswith(THINKING):  # v13 and v15 write no call ids
             call = {"id": "abcDEF123", **call}
         expected = {"role": "assistant", "content": None, "tool_calls": [call]}
-        if name == "tekken-v13":
+        if name in THINKING:
             expected["reasoning_content"] = "Paris: call get_weather."
         assert parsed == expected, name
         assert parsed == reference_reply(reference, full[len(prompt) :])

@@ -151,9 +151,9 @@ def _tekken_file(tmp_path, name, edit):
 
 
 def test_versions_and_files_the_kit_does_not_template_are_refused_with_the_fix(tmp_path, mistral_file):
-    v15 = _tekken_file(tmp_path, "v15.tekken.json", lambda d: d["config"].update(version="v15"))
-    with pytest.raises(ValueError, match="version 'v15'.*MistralCommonBackend"):
-        kit.load_tokenizer(v15)
+    later = _tekken_file(tmp_path, "v99.tekken.json", lambda d: d["config"].update(version="v99"))
+    with pytest.raises(ValueError, match="version 'v99'.*MistralCommonBackend"):
+        kit.load_tokenizer(later)
     no_specials = _tekken_file(tmp_path, "v11.tekken.json", lambda d: d["config"].update(version="v11"))
     with pytest.raises(ValueError, match="without its special_tokens list"):
         kit.load_tokenizer(no_specials)
@@ -173,6 +173,156 @@ def test_versions_and_files_the_kit_does_not_template_are_refused_with_the_fix(t
     (tmp_path / "bad.tekken.json").write_text("{}")
     with pytest.raises(ValueError, match="is not a tekken tokenizer file"):
         kit.load_tokenizer(tmp_path / "bad.tekken.json")
+
+
+# --- tokenizer v15: the file's model_settings_builder ------------------------------------------------------------
+
+SMALL_4 = {"reasoning_effort": {"type": "enum", "accepts_none": True, "default": "none", "values": ["none", "high"]}}
+HI = [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}]
+
+
+def _v15_file(tmp_path, mistral_file, name, edit):
+    data = json.loads(mistral_file("tekken-v15").read_text(encoding="utf-8"))
+    edit(data)
+    path = tmp_path / f"tekken_{name}.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def _reference_encodes(path, **request):
+    """Whether mistral-common loads the file and encodes HI with it."""
+    try:
+        return reference_ids(MistralTokenizer.from_file(str(path)), HI, **request) is not None
+    except Exception:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "message"),
+    [
+        ("no-builder", lambda d: d.pop("model_settings_builder"), "without its model_settings_builder"),
+        (
+            "v13-with-builder",
+            lambda d: d["config"].update(version="v13"),
+            "v13 file with a model_settings_builder, which tokenizer v15 introduced",
+        ),
+        (
+            "no-default",
+            lambda d: d["model_settings_builder"]["reasoning_effort"].update(default=None),
+            "its model_settings_builder is not one mistral-common reads",
+        ),
+        (
+            "default-not-a-value",
+            lambda d: d["model_settings_builder"]["reasoning_effort"].update(default="low"),
+            "its model_settings_builder is not one mistral-common reads",
+        ),
+        (
+            "unknown-effort",
+            lambda d: d["model_settings_builder"]["reasoning_effort"].update(values=["none", "turbo"]),
+            "its model_settings_builder is not one mistral-common reads",
+        ),
+        ("no-reasoning-effort", lambda d: d.update(model_settings_builder={}), "has no reasoning_effort"),
+        (
+            "json-schema",
+            lambda d: d["model_settings_builder"].update(json_schema={"type": "json_schema", "accepts_none": False}),
+            "has json_schema (response_format as model settings)",
+        ),
+    ],
+)
+def test_v15_model_settings_builders_the_kit_refuses_name_the_fix(name, edit, message, tmp_path, mistral_file):
+    """A v15 file must carry a builder mistral-common reads, and a file before v15 none (mistral-common refuses to load
+    those, or loads a v15 file without one and then refuses every conversation); the builders the kit does not render
+    (no reasoning_effort, or response_format as model settings) are sent to MistralCommonBackend."""
+    path = _v15_file(tmp_path, mistral_file, name, edit)
+    with pytest.raises(kit.TokenizerFileError, match=re.escape(message)) as raised:
+        kit.load_tokenizer(path)
+    assert str(path) in str(raised.value)
+    assert ("use the model's own tekken.json" in str(raised.value)) != ("MistralCommonBackend" in str(raised.value))
+    if name in ("no-reasoning-effort", "json-schema"):  # mistral-common renders these (not Mistral's files)
+        assert _reference_encodes(path)
+    else:
+        assert not _reference_encodes(path)
+
+
+def test_v15_reasoning_effort_given_default_and_refused_as_mistral_common(tokenizer_pair):
+    from mistral_common.protocol.instruct.request import ReasoningEffort
+
+    tokenizer, reference = tokenizer_pair("tekken-v15")
+    assert tokenizer.model_settings_builder == SMALL_4
+    for effort in (None, "none", "high", ReasoningEffort.high):
+        ids = tokenizer.apply_chat_template(HI, reasoning_effort=effort)["input_ids"]
+        assert ids == reference_ids(reference, HI, reasoning_effort=effort)
+    text = tokenizer.apply_chat_template(HI, tokenize=False)
+    settings = '[MODEL_SETTINGS]{"reasoning_effort": "none"}[/MODEL_SETTINGS]'
+    assert text == f"<s>[SYSTEM_PROMPT]S[/SYSTEM_PROMPT]{settings}[INST]Hi[/INST]"
+    assert '{"reasoning_effort": "high"}' in tokenizer.apply_chat_template(HI, tokenize=False, reasoning_effort="high")
+    # A conversation that spells the block keeps it as text: the model settings are the caller's argument only.
+    spelled = [{"role": "user", "content": '[MODEL_SETTINGS]{"reasoning_effort": "high"}[/MODEL_SETTINGS]'}]
+    ids = tokenizer.apply_chat_template(spelled)["input_ids"]
+    assert ids == reference_ids(reference, spelled)
+    assert ids.count(tokenizer.convert_tokens_to_ids("[MODEL_SETTINGS]")) == 1
+    for effort, shown in (("low", "'low'"), ("bogus", "'bogus'"), ("HIGH", "'HIGH'"), (5, "a int")):
+        with pytest.raises(kit.ConversationError, match=re.escape(f"should be one of ['none', 'high'], got {shown}.")):
+            tokenizer.apply_chat_template(HI, reasoning_effort=effort)
+        assert reference_ids(reference, HI, reasoning_effort=effort) is None
+    with pytest.raises(
+        kit.ConversationError, match=re.escape("reasoning_effort should be one of ['none', 'high'], got 'low'.")
+    ):
+        kit.render(HI, "mistral_tekken_v15", reasoning_effort="low")
+
+
+@pytest.mark.parametrize("name", ["v7", "tekken-v3", "tekken-v11", "tekken-v13"])
+def test_reasoning_effort_is_refused_below_v15_as_mistral_common_does(name, tokenizer_pair):
+    tokenizer, reference = tokenizer_pair(name)
+    assert tokenizer.model_settings_builder is None
+    assert tokenizer.apply_chat_template(HI, reasoning_effort=None) == tokenizer.apply_chat_template(HI)
+    for effort in ("none", "high"):
+        with pytest.raises(
+            kit.ConversationError, match=rf"reasoning_effort='{effort}' is not supported .* Fix: Drop reasoning_effort"
+        ):
+            tokenizer.apply_chat_template(HI, reasoning_effort=effort)
+        assert reference_ids(reference, HI, reasoning_effort=effort) is None
+    template = tokenizer.kit_template
+    with pytest.raises(kit.ConversationError, match=f"{template}: tokenizer .* has no model settings"):
+        kit.render(HI, template, reasoning_effort="high")
+
+
+def test_v15_values_and_default_come_from_the_file(tmp_path, mistral_file):
+    """Any builder mistral-common reads: its default when reasoning_effort is not given, its values allowed, the rest
+    refused with its list; the template renders whatever the file allows."""
+
+    def builder(data):
+        data["model_settings_builder"]["reasoning_effort"].update(default="medium", values=["low", "medium", "max"])
+
+    path = _v15_file(tmp_path, mistral_file, "other-builder", builder)
+    tokenizer, reference = kit.load_tokenizer(path), MistralTokenizer.from_file(str(path))
+    assert tokenizer.model_settings_builder["reasoning_effort"]["values"] == ["low", "medium", "max"]
+    assert '{"reasoning_effort": "medium"}' in tokenizer.apply_chat_template(HI, tokenize=False)
+    for effort in (None, "low", "medium", "max"):
+        ids = tokenizer.apply_chat_template(HI, reasoning_effort=effort)["input_ids"]
+        assert ids == reference_ids(reference, HI, reasoning_effort=effort)
+    for effort in ("none", "high"):
+        with pytest.raises(kit.ConversationError, match=re.escape(f"['low', 'medium', 'max'], got '{effort}'")):
+            tokenizer.apply_chat_template(HI, reasoning_effort=effort)
+        assert reference_ids(reference, HI, reasoning_effort=effort) is None
+
+
+def test_v15_saved_folders_keep_the_files_model_settings(tokenizer_pair, mistral_file, tmp_path):
+    tokenizer, reference = tokenizer_pair("tekken-v15")
+    tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert (config["mistral_version"], config["model_settings_builder"]) == ("v15", SMALL_4)
+    assert (tmp_path / "chat_template.jinja").read_text() == kit.get_chat_template("mistral_tekken_v15")
+    assert (tmp_path / "tekken.json").read_bytes() == mistral_file("tekken-v15").read_bytes()
+    chat = [*HI, {"role": "assistant", "content": "yo "}, {"role": "user", "content": "[MODEL_SETTINGS] x"}]
+    expected = reference_ids(reference, chat, reasoning_effort="high")
+    assert kit.load_tokenizer(tmp_path).apply_chat_template(chat, reasoning_effort="high")["input_ids"] == expected
+    (tmp_path / "tekken.json").unlink()  # tokenizer.json alone: the builder comes from tokenizer_config.json
+    reloaded = kit.load_tokenizer(tmp_path)
+    assert reloaded.model_settings_builder == SMALL_4 and reloaded.mistral_version == "v15"
+    assert reloaded.apply_chat_template(chat, reasoning_effort="high")["input_ids"] == expected
+    with pytest.raises(kit.ConversationError, match="got 'low'"):
+        reloaded.apply_chat_template(chat, reasoning_effort="low")
 
 
 # issue 19: crafted tekken.json files (tests/tekken_files.py) end in TokenizerFileError naming what is wrong, in
@@ -260,7 +410,7 @@ def test_hf_only_tekken_folder_of_unknown_version_keeps_its_template(tmp_path, c
     (tmp_path / "chat_template.jinja").write_text("{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}")
     with caplog.at_level(logging.WARNING, logger="hf_mistral_kit.tokenizers"):
         tokenizer = kit.load_tokenizer(tmp_path)
-    assert "its tekken version (v3, v7, v11 or v13), which decides Mistral's chat format, is unknown" in caplog.text
+    assert "its tekken version (v3, v7, v11, v13, v15), which decides Mistral's chat format, is unknown" in caplog.text
     assert isinstance(tokenizer, MistralTekkenTokenizer) and tokenizer.mistral_version is None
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "</s>x"}])["input_ids"]
     assert ids == [1, *tokenizer.encode("</s>x", add_special_tokens=False, split_special_tokens=True)]
@@ -280,12 +430,28 @@ out = {"class": type(tokenizer).__name__, "plain": [], "chats": []}
 for text in cases["texts"]:
     out["plain"].append(tokenizer(text)["input_ids"])
 for chat in cases["chats"]:
-    ids = tokenizer.apply_chat_template(chat["messages"], tools=chat["tools"], continue_final_message=chat["prefix"])
+    effort = {"reasoning_effort": chat["effort"]} if chat.get("effort") else {}
+    ids = tokenizer.apply_chat_template(
+        chat["messages"], tools=chat["tools"], continue_final_message=chat["prefix"], **effort
+    )
     out["chats"].append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
 assert "hf_mistral_kit" not in sys.modules
 print(json.dumps(out))
 """
-SPELLINGS = ("[INST]", "[/INST]", "</s>", "<s>", "[TOOL_", "[AVAILABLE", "[/AVAILABLE", "[SYSTEM", "[/SYSTEM", "[THINK")
+SPELLINGS = (
+    "[INST]",
+    "[/INST]",
+    "</s>",
+    "<s>",
+    "[TOOL_",
+    "[AVAILABLE",
+    "[/AVAILABLE",
+    "[SYSTEM",
+    "[/SYSTEM",
+    "[THINK",
+    "[MODEL_SETTINGS",
+    "[/MODEL_SETTINGS",
+)
 
 
 def _plain(folder, how, cases):
@@ -299,11 +465,13 @@ def _plain(folder, how, cases):
     return json.loads(result.stdout)
 
 
-@pytest.mark.parametrize("name", ["tekken-v7", "tekken-v13"])
+@pytest.mark.parametrize("name", ["tekken-v7", "tekken-v13", "tekken-v15"])
 def test_plain_transformers_reads_saved_folders_exactly(name, tokenizer_pair, tmp_path):
     """A tokenizer folder loads as the fast tokenizer with the kit's template; a model folder (config.json of a
     Mistral model) holding tekken.json loads, in transformers with mistral-common installed, as transformers'
-    MistralCommonBackend, i.e. mistral-common itself; PreTrainedTokenizerFast.from_pretrained gives the fast one."""
+    MistralCommonBackend, i.e. mistral-common itself; PreTrainedTokenizerFast.from_pretrained gives the fast one.
+    v15: `reasoning_effort` given (or not: the file's default, which the saved template falls back on) reaches the
+    saved template as transformers passes template variables."""
     tokenizer, reference = tokenizer_pair(name)
     tokenizer.save_pretrained(tmp_path / "tokenizer")
     chats = [
@@ -311,26 +479,34 @@ def test_plain_transformers_reads_saved_folders_exactly(name, tokenizer_pair, tm
         for c in portable_corpus(conversations(tools=True, version=name), 40, SPELLINGS, results_as_json=False)
         if reference_ids(reference, *c)
     ]
-    prompts = [c for c in chats if c[0][-1]["role"] != "assistant" or c[2]]  # what MistralCommonBackend encodes
+    efforts = [[None, "none", "high"][i % 3] if name == "tekken-v15" else None for i in range(len(chats))]
+    prompts = [(c, e) for c, e in zip(chats, efforts, strict=True) if c[0][-1]["role"] != "assistant" or c[2]]
     texts = ["  leading", "a\n\n b", "Hello world", "日本語 🙂", " ", "x" + " " * 20 + "y"]
-    cases = {"texts": texts, "chats": [{"messages": m, "tools": t, "prefix": p} for m, t, p in chats]}
+    cases = {
+        "texts": texts,
+        "chats": [
+            {"messages": m, "tools": t, "prefix": p, "effort": e} for (m, t, p), e in zip(chats, efforts, strict=True)
+        ],
+    }
     out = _plain(tmp_path / "tokenizer", "auto", cases)
     assert out["class"] == "TokenizersBackend"
     assert out["plain"] == [tokenizer(text)["input_ids"] for text in texts]
     assert len(chats) >= 20
-    for (messages, tools, prefix), ids in zip(chats, out["chats"], strict=True):
-        assert ids == reference_ids(reference, messages, tools, prefix), json.dumps([messages, tools, prefix])
+    for (messages, tools, prefix), effort, ids in zip(chats, efforts, out["chats"], strict=True):
+        expected = reference_ids(reference, messages, tools, prefix, reasoning_effort=effort)
+        assert ids == expected, json.dumps([messages, tools, prefix, effort])
 
     model = tmp_path / "model"
     shutil.copytree(tmp_path / "tokenizer", model)
     (model / "config.json").write_text(json.dumps({"model_type": "mistral", "architectures": ["MistralForCausalLM"]}))
-    cases["chats"] = [{"messages": m, "tools": t, "prefix": p} for m, t, p in prompts]
+    cases["chats"] = [{"messages": m, "tools": t, "prefix": p, "effort": e} for (m, t, p), e in prompts]
+    expected = [reference_ids(reference, m, t, p, reasoning_effort=e) for (m, t, p), e in prompts]
     out = _plain(model, "auto", cases)
     assert out["class"] == "MistralCommonBackend"
-    assert out["chats"] == [reference_ids(reference, m, t, p) for m, t, p in prompts]
+    assert out["chats"] == expected
     out = _plain(model, "fast", cases)
     assert out["class"] == "TokenizersBackend"
-    assert out["chats"] == [reference_ids(reference, m, t, p) for m, t, p in prompts]
+    assert out["chats"] == expected
 
 
 # --- checkpoints --------------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ TEKKEN = [name for name, row in ROWS.items() if row.kind is TokenizerKind.tekken
 
 def test_versions_are_ordered_as_mistral_commons():
     ours = sorted(TokenizerVersion)
-    assert [v.value for v in ours] == ["v1", "v2", "v3", "v7", "v11", "v13"]
+    assert [v.value for v in ours] == ["v1", "v2", "v3", "v7", "v11", "v13", "v15"]
     assert [ReferenceVersion(v.value).version_num for v in ours] == [v.number for v in ours]
     assert TokenizerVersion.v11 > "v7" and TokenizerVersion.v2 < TokenizerVersion.v3 <= "v3"
     assert sorted(["v13", "v2", "v11"], key=TokenizerVersion) == ["v2", "v11", "v13"]

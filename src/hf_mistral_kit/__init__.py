@@ -25,6 +25,7 @@ _EXPORTS = {
     "AutoConfig": "auto",
     "AutoModel": "auto",
     "AutoModelForCausalLM": "auto",
+    "AutoModelForImageTextToText": "auto",
     "AutoModelForSequenceClassification": "auto",
     "AutoTokenizer": "auto",
     "KitMistralConfig": "modeling",
@@ -72,6 +73,7 @@ __all__ = [
     "AutoConfig",
     "AutoModel",
     "AutoModelForCausalLM",
+    "AutoModelForImageTextToText",
     "AutoModelForSequenceClassification",
     "AutoTokenizer",
     "KitMistralConfig",
@@ -155,7 +157,14 @@ _install_notes()  # library warnings the user did not cause, as notes (see `quie
 
 
 if TYPE_CHECKING:  # what static tools and IDEs see: the same names, imported eagerly
-    from .auto import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from .auto import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
     from .chat.errors import ConversationError, ValidationMode
     from .chat.prepare import prepare_chat
     from .chat.templates import apply_chat_template, get_chat_template, list_templates, render

@@ -1,11 +1,18 @@
 """Drop-in `AutoConfig`, `AutoTokenizer`, `AutoModel*`: transformers' classes plus the Mistral family's needs.
 
-They accept everything transformers' Auto classes accept and hand anything that is not a Mistral/Mixtral checkpoint
+They accept everything transformers' Auto classes accept and hand anything that is not a Mistral-family checkpoint
 straight to them. On top of that:
-- Mistral/Mixtral checkpoints, Hugging Face (`model_type` `mistral`/`mixtral`), native (`params.json`) or GGUF
-  (`gguf_file=`, as in transformers, or a path to the `.gguf` file), load into the kit classes: native directories
-  and GGUF files load without a converted copy, a Mixtral GGUF with its experts (transformers' own GGUF reader makes
-  it a dense Llama), and Mixtral's experts get quantized under a bitsandbytes config (see `hf_mistral_kit.modeling`);
+- Mistral-family checkpoints (`architectures.ARCHITECTURES`: mistral, mixtral, ministral, ministral3, mistral4,
+  mistral3, mistral_large4), Hugging Face, native (`params.json`) or GGUF (`gguf_file=`, as in transformers, or a path
+  to the `.gguf` file), load into the kit classes: native directories and GGUF files load without a converted copy,
+  a Mixtral GGUF with its experts (transformers' own GGUF reader makes it a dense Llama), and the routed experts of
+  every mixture of experts get quantized under a bitsandbytes config (see `hf_mistral_kit.modeling`);
+- `AutoModelForCausalLM` loads mistral4 (transformers' own has no entry for it); on a `mistral3` checkpoint (a vision
+  wrapper) it loads the text model alone, the kit class of `text_config`'s type, from either save layout of the
+  wrapper (the vision tower and projector are neither loaded nor kept); on `mistral_large4`, which has no text-only
+  causal LM upstream, it loads the whole `MistralLarge4ForConditionalGeneration` (as transformers' own does for
+  Gemma 3): its output head and logit soft-capping live there, and what it saves reloads in plain transformers.
+  `AutoModelForImageTextToText` loads the whole vision-language model (and mistral4's causal LM, as transformers);
 - `from_pretrained(..., preset="name", context_length=None)` fills loading arguments (`dtype`, `device_map`,
   `attn_implementation`, `quantization_config`) from `hf_mistral_kit.planning.presets`; arguments passed explicitly
   win;
@@ -30,7 +37,7 @@ from .architectures import MODEL_TYPES
 from .formats.dispatch import find_checkpoint, local_checkpoint
 from .formats.gguf import load_gguf_tokenizer
 from .hub import TOKENIZER_AND_CONFIG_FILES, hub_kwargs
-from .modeling.registration import FAMILY, kit_config_class, to_kit_config
+from .modeling.registration import FAMILY, family_row, kit_config_class, to_kit_config
 from .tokenizers.loading import TOKENIZER_FILE_PATTERN, load_tokenizer
 from .tokenizers.sentencepiece import VERSIONED_FILE, MistralSentencePieceTokenizer
 from .versions import TEKKEN_FILE, VERSION_KEY
@@ -78,25 +85,71 @@ class _KitAutoModel:
         context_length: int | None = None,
         **kwargs: Any,
     ):
+        config_class = _kit_config_class(pretrained_model_name_or_path, kwargs)
+        if config_class is not None:
+            if isinstance(kwargs.get("config"), PreTrainedConfig):
+                kwargs["config"] = to_kit_config(kwargs["config"])
+            if cls._loads_text_model(config_class):  # the text model alone: loaded, and planned by the preset
+                wrapper = kwargs.pop("config", None)
+                if not isinstance(wrapper, PreTrainedConfig):
+                    wrapper = config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs(kwargs))
+                kwargs["config"] = wrapper.text_model_config()
+                kwargs["key_mapping"] = {**wrapper.text_key_mapping, **(kwargs.get("key_mapping") or {})}
+                config_class = type(kwargs["config"])
         model = kwargs.get("config") or pretrained_model_name_or_path
         if preset is not None and not isinstance(model, PreTrainedConfig):
             source = find_checkpoint(pretrained_model_name_or_path, kwargs)
             if source is not None and source.layout == "gguf":
                 model = source.config_dict()  # the preset plans from it
         kwargs = _with_preset(preset, context_length, model, kwargs)
-        config_class = _kit_config_class(pretrained_model_name_or_path, kwargs)
         if config_class is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        if isinstance(kwargs.get("config"), PreTrainedConfig):
-            kwargs["config"] = to_kit_config(kwargs["config"])
-        model_class = cls._model_mapping[config_class]
-        return model_class.from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        return cls._kit_model_class(config_class).from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @classmethod
     def from_config(cls, config: PreTrainedConfig, **kwargs: Any):
         if kit_config_class(config.model_type) is not None:
             config = to_kit_config(config)
+            if cls._loads_text_model(type(config)):
+                config = config.text_model_config()
+            cls._kit_model_class(type(config))  # a clear error where this Auto class has none
         return super().from_config(config, **kwargs)
+
+    @classmethod
+    def _loads_text_model(cls, config_class: type) -> bool:
+        """A vision wrapper without a causal LM of its own, asked for a causal LM: its text model is loaded."""
+        row = family_row(config_class.model_type)
+        return (
+            issubclass(cls, transformers.AutoModelForCausalLM)
+            and row is not None
+            and row.causal_lm is None
+            and hasattr(config_class, "text_model_config")
+        )
+
+    @classmethod
+    def _kit_model_class(cls, config_class: type) -> type:
+        try:
+            return cls._model_mapping[config_class]
+        except KeyError:
+            model_type = getattr(config_class, "upstream_model_type", config_class.model_type)
+            raise ValueError(
+                f"hf_mistral_kit.{cls.__name__} has no class for {model_type} checkpoints: load them with "
+                f"{_auto_classes_for(family_row(model_type))}."
+            ) from None
+
+
+def _auto_classes_for(row: Any) -> str:
+    """The kit's Auto classes that load a family row's checkpoints."""
+    offers = [
+        name
+        for name, model_class in (
+            ("AutoModelForCausalLM", row.causal_lm or getattr(row.config, "text_model_config", None)),
+            ("AutoModelForImageTextToText", row.image_text_to_text),
+            ("AutoModelForSequenceClassification", row.sequence_classification),
+        )
+        if model_class is not None
+    ]
+    return " or ".join(f"hf_mistral_kit.{name}" for name in offers)
 
 
 class AutoModel(_KitAutoModel, transformers.AutoModel):
@@ -111,8 +164,12 @@ class AutoModelForSequenceClassification(_KitAutoModel, transformers.AutoModelFo
     pass
 
 
+class AutoModelForImageTextToText(_KitAutoModel, transformers.AutoModelForImageTextToText):
+    """The whole vision-language model (mistral3, mistral_large4; and mistral4's causal LM, as in transformers)."""
+
+
 class AutoConfig(transformers.AutoConfig):
-    """`transformers.AutoConfig`, returning kit configs for Mistral/Mixtral checkpoints, native ones included."""
+    """`transformers.AutoConfig`, returning kit configs for Mistral-family checkpoints, native ones included."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):

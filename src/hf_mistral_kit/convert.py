@@ -1,8 +1,10 @@
 """Converting checkpoints between the layouts the kit reads and writes, with one staging policy.
 
 `convert_checkpoint` reads a Hugging Face or native directory (`formats.dispatch`) and writes the other layout or a
-GGUF file, weights read from memory maps and written out one at a time. Every output is built in a staging directory
-beside its destination and only renamed into place once complete: a SIGTERM removes it (and still ends the process as
+GGUF file (text models: mistral, mixtral, ministral, ministral3 and mistral4 to native; mistral, mixtral and
+ministral3 to GGUF; the rest is refused, naming the route, before anything is written), weights read from memory
+maps and written out one at a time. Every output is built in a staging directory beside its destination and only
+renamed into place once complete: a SIGTERM removes it (and still ends the process as
 the signal would have), and staging directories a killed process left behind are removed by the next run. What is
 published gets the permissions the process's umask gives new files and folders (`honour_umask`), as transformers'
 `save_pretrained` does, although staging directories are private while they are built. Files copied from the source
@@ -31,7 +33,7 @@ from .formats.dispatch import local_checkpoint
 from .formats.errors import GGUFError, NativeCheckpointError
 from .formats.files import honour_umask, write_safetensors
 from .formats.gguf import GGUF_DTYPES, write_gguf
-from .formats.huggingface import HF_SAFETENSORS
+from .formats.huggingface import HF_SAFETENSORS, fused_hf_tensors
 from .formats.native import PARAMS_FILE, write_native
 from .tokenizers.loading import TOKENIZER_FILE_PATTERN, kit_tokenizer_file, load_tokenizer
 
@@ -48,9 +50,10 @@ def convert_checkpoint(
 ) -> Path:
     """Convert a checkpoint directory between the Hugging Face and Mistral native layouts, or to a GGUF file.
 
-    `to="native"` reads an HF Mistral/Mixtral directory (`config.json` + safetensors, experts fused or per expert) and
-    writes `params.json` + `consolidated.safetensors`; `to="hf"` reads a native directory and writes `config.json`,
-    `generation_config.json` and `model.safetensors` (Mixtral experts per expert, as `save_pretrained` writes them).
+    `to="native"` reads an HF text-model directory (mistral, mixtral, ministral, ministral3, mistral4: `config.json` +
+    safetensors, experts fused or per expert) and writes `params.json` + `consolidated.safetensors`; `to="hf"` reads a
+    native directory and writes `config.json`, `generation_config.json` and `model.safetensors` (Mixtral experts per
+    expert, as `save_pretrained` writes them; Mistral 4's fused, the only layout transformers loads them from).
     Tokenizer files are copied along. `to="gguf"` reads either layout (kit-saved folders included) and writes the
     llama.cpp file `dst` (see `hf_mistral_kit.formats.gguf.write_gguf`) with weights in `dtype` ("f32", "f16", "bf16",
     "q8_0"; default: the checkpoint's own float type). Peak memory is about one tensor (one layer's experts for a
@@ -110,7 +113,7 @@ def _write_hf(checkpoint: Any, dst: Path) -> None:
 
     config_dict = dict(checkpoint.config)
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
-    tensors = checkpoint.hf_state_dict()
+    tensors = fused_hf_tensors(checkpoint.hf_state_dict(), checkpoint.config)
     config.dtype = next(iter(tensors.values())).dtype
     write_safetensors(dst / HF_SAFETENSORS, sorted(tensors.items(), key=lambda item: names.natural_key(item[0])))
     config.save_pretrained(dst)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,7 +178,10 @@ def lora_config(model: PreTrainedModel, **kwargs: Any) -> LoraConfig:
     `q/k/v/o_proj` and `gate/up/down_proj`; Mixtral's `q/k/v/o_proj` and its experts, which are per-expert linear
     layers `w1/w2/w3` under a 4-bit/8-bit preset and two fused 3-D parameters otherwise (`mlp.experts.gate_up_proj`,
     `mlp.experts.down_proj`: `target_parameters`, peft >= 0.17, which takes no `lora_dropout`). The routers
-    (`mlp.gate`) and the embeddings/output head are not targets, as in the usual (Q)LoRA recipes.
+    (`mlp.gate`) and the embeddings/output head are not targets, as in the usual (Q)LoRA recipes. Multi-head latent
+    attention's projections (`q_a_proj`, `q_b_proj`, `kv_a_proj_with_mqa`, `kv_b_proj`, `o_proj`) and shared experts
+    are targets; the Large line's attention indexer is not, and neither is the vision tower or projector of a
+    vision-language model (`exclude_modules`).
 
     Given `target_modules`/`target_parameters` are kept, with a warning naming each entry that matches nothing in
     `model` (peft itself only refuses a list where nothing matches) and the names that exist, and one when the model's
@@ -190,6 +194,9 @@ def lora_config(model: PreTrainedModel, **kwargs: Any) -> LoraConfig:
 
     linear = _linear_layer_names(model)
     fused = _fused_expert_parameters(model)
+    vision = _vision_modules(model)
+    if vision and "exclude_modules" not in kwargs and "exclude_modules" in LoraConfig.__dataclass_fields__:
+        kwargs["exclude_modules"] = vision  # the vision tower's projections share the decoder's names
     if "target_modules" in kwargs or "target_parameters" in kwargs:
         _warn_unmatched(model, kwargs.get("target_modules"), kwargs.get("target_parameters"), linear + fused)
         if fused and not kwargs.get("target_parameters"):
@@ -220,14 +227,30 @@ def lora_config(model: PreTrainedModel, **kwargs: Any) -> LoraConfig:
 
 
 def _linear_layer_names(model: PreTrainedModel) -> list[str]:
-    """The table's decoder-layer linear modules (`names.LINEAR_ROLES`) that `model` has as linear layers."""
+    """The table's decoder-layer linear modules (`names.LINEAR_ROLES`) that `model` has as linear layers (outside a
+    vision tower and projector, whose projections share some of the names)."""
     from torch import nn
 
-    present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    vision = _vision_modules(model)
+    present = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and not (vision and re.fullmatch(vision, name))
+    }
     table = (
         row.hf.removesuffix(".weight").rsplit(".", 1)[-1] for row in names.TENSORS if row.role in names.LINEAR_ROLES
     )
     return [name for name in dict.fromkeys(table) if name in present]
+
+
+def _vision_modules(model: PreTrainedModel) -> str | None:
+    """A regular expression (peft's `exclude_modules`) matching the vision tower and projector of a vision-language
+    model (the whole `mistral3`/`mistral_large4` model), None for a text model."""
+    from .modeling.quantization import VISION_MODULES
+
+    if not any(re.match(pattern, name) for name, _ in model.named_modules() for pattern in VISION_MODULES):
+        return None
+    return rf"(?:{'|'.join(VISION_MODULES)})\..*"
 
 
 def _fused_expert_parameters(model: PreTrainedModel) -> list[str]:

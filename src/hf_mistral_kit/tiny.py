@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
+from .architectures import find_architecture
 from .convert import STAGING_MARKER, staging_dir
 from .formats.errors import NativeCheckpointError
 from .formats.files import honour_umask, safetensors_size
@@ -34,26 +35,99 @@ _SIZES = {
     "head_dim": 32,  # vLLM's CPU attention refuses head_dim < 32
     "max_position_embeddings": 4096,
 }
-# Mistral 7B v0.1 attends within a 4096-token window; Mixtral 8x7B attends to everything.
-_FAMILY_DEFAULTS = {
+# Each kind's own fields on top of `_SIZES` (a vision-language kind: its `text_config`, beside a tiny vision tower).
+_MIXTURE = {"num_experts_per_tok": 2}
+# Multi-head latent attention (query/key heads 32 + 32, values 32, ranks 64), one dense layer then one layer of 4
+# routed experts and a shared one: Mistral Small 4's and the Large line's layout. Every linear layer is a multiple of
+# 32 x 64, which bitsandbytes' 4-bit CPU kernel needs.
+_LATENT_MOE = {
+    "n_routed_experts": 4,
+    "n_shared_experts": 1,
+    **_MIXTURE,
+    "moe_intermediate_size": 64,
+    "first_k_dense_replace": 1,
+    "kv_lora_rank": 64,
+    "qk_rope_head_dim": 32,
+    "qk_nope_head_dim": 32,
+    "v_head_dim": 32,
+    "num_key_value_heads": 4,
+    "head_dim": None,  # each config derives its own from the MLA sizes
+    "max_position_embeddings": None,  # the class's: its YaRN scaling is stated against it
+}
+_VISION = {
+    "model_type": "pixtral",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "head_dim": 16,
+    "patch_size": 4,
+    "image_size": 32,
+}
+# Fields a kind sets to None to leave them to its config class (which derives them from its other fields).
+_UNSET = ("head_dim", "max_position_embeddings")
+_KINDS: dict[str, dict[str, Any]] = {
+    # Mistral 7B v0.1 attends within a 4096-token window; Mixtral 8x7B attends to everything.
     "mistral": {"sliding_window": 4096},
-    "mixtral": {"sliding_window": None, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "mixtral": {"sliding_window": None, "num_local_experts": 4, **_MIXTURE},
+    # Ministral-8B-2410: sliding-window layers interleaved with full-attention ones.
+    "ministral": {"sliding_window": 4096, "layer_types": ["sliding_attention", "full_attention"]},
+    "ministral3": {"max_position_embeddings": None},
+    "mistral4": {**_LATENT_MOE, "q_lora_rank": 64},
+    # Mistral Small 3.1/3.2's layout: a Mistral text model beside a Pixtral vision tower (untied head).
+    "mistral3": {"text_config": {"model_type": "mistral", "sliding_window": None}, "tie_word_embeddings": False},
+    "mistral_large4": {
+        "text_config": {
+            "model_type": "mistral_large4_text",
+            **_LATENT_MOE,
+            "index_topk": 4,
+            "index_head_dim": 32,
+            "index_n_heads": 2,
+        },
+        "vision_config": {**_VISION, "hidden_act": "silu"},
+    },
 }
 # The tokenizer a tiny model of each kind carries unless told: that of the instruct model most used of the kind,
-# Mistral-7B-Instruct-v0.3 (v3: control tokens, tool calls) and Mixtral-8x7B-Instruct-v0.1 (v1). The demo's too.
-DEFAULT_TOKENIZERS = {"mistral": "v3", "mixtral": "v1"}
+# Mistral-7B-Instruct-v0.3 (v3: control tokens, tool calls), Mixtral-8x7B-Instruct-v0.1 (v1), Ministral-8B-Instruct-
+# 2410 (tekken v3), Mistral-Small-3.2-24B-Instruct-2506 (tekken v11) and Mistral Small 4 (tekken v15); the demo's too.
+# "tekken-vN" is a tekken file of that version derived from Mistral-Nemo's as mistral-common builds them
+# (`tokenizers.derived`): the released files of those versions hold the same 131072-token vocabulary. Ministral 3 and
+# the Large line get Nemo's own file (pass the model's tekken.json with `tokenizer=` for its version).
+DEFAULT_TOKENIZERS = {
+    "mistral": "v3",
+    "mixtral": "v1",
+    "ministral": "tekken",
+    "ministral3": "tekken",
+    "mistral4": "tekken-v15",
+    "mistral3": "tekken-v11",
+    "mistral_large4": "tekken",
+}
+DERIVED_PREFIX = "tekken-"
+KINDS = tuple(_KINDS)
 
 
 def tiny_model(
-    kind: Literal["mistral", "mixtral"] = "mistral",
+    kind: Literal[
+        "mistral", "mixtral", "ministral", "ministral3", "mistral4", "mistral3", "mistral_large4"
+    ] = "mistral",
     path: str | os.PathLike | None = None,
     seed: int = 0,
     native: bool = False,
     *,
-    tokenizer: Literal["v1", "v2", "v3", "v7", "tekken"] | str | os.PathLike | None = None,
+    tokenizer: Literal["v1", "v2", "v3", "v7", "tekken", "tekken-v7", "tekken-v11", "tekken-v13", "tekken-v15"]
+    | str
+    | os.PathLike
+    | None = None,
     **config_overrides: Any,
 ) -> Path:
     """Build a small random `kind` checkpoint at `path` and return the directory.
+
+    `kind` is a model type of the family (`KINDS`): "mistral", "mixtral", "ministral" (sliding-window layers
+    interleaved with full ones), "ministral3", "mistral4" (Mistral Small 4's layout: multi-head latent attention, a
+    dense layer then routed and shared experts), "mistral3" (a Mistral text model beside a Pixtral vision tower, as
+    Mistral Small 3.x) and "mistral_large4" (the Large line: MoE, latent attention, an attention indexer and a vision
+    tower; transformers versions that define it). The checkpoint is what transformers' own class for the kind (its
+    config.json's `architectures`) saves.
 
     The layout is Hugging Face's (`config.json`, `model.safetensors`, `generation_config.json`) unless `native=True`
     (`params.json`, `consolidated.safetensors`, plus `generation_config.json`). Both hold the real Mistral tokenizer
@@ -62,15 +136,18 @@ def tiny_model(
     the tokenizer of the kind's best-known instruct model (`DEFAULT_TOKENIZERS`): v3 for "mistral" (Mistral-7B-Instruct-
     v0.3, vocabulary 32768), v1 for "mixtral" (Mixtral-8x7B-Instruct-v0.1, 32000); the demo's tiny models are these.
     `tokenizer=` picks another: "v1" (Mistral 7B v0.1/v0.2), "v2", "v3", "v7" (Mistral-Large-2411, 32768), and
-    Mistral-Nemo's tekken.json with "tekken" (131072): every file of `hf_mistral_kit.versions.REFERENCE_FORMATS`. Any
-    other Mistral tokenizer file of a version the kit templates is given by its path (`tokenizer="path/to/file"`,
-    e.g. a tekken v13 file for thinking and `[TOOL_CALLS]name[ARGS]{...}` calls): it is copied in under its usual
-    name (`tekken.json`, `tokenizer.model.vN`), and the build is cached by the file's contents, not its path.
+    Mistral-Nemo's tekken.json with "tekken" (131072): every file of `hf_mistral_kit.versions.REFERENCE_FORMATS`;
+    "tekken-v7", "tekken-v11", "tekken-v13" or "tekken-v15" for a tekken file of that version derived from Nemo's
+    (`hf_mistral_kit.tokenizers.derived`; "mistral3" defaults to v11, Mistral Small 3.2's, and "mistral4" to v15,
+    Mistral Small 4's). Any other Mistral tokenizer file of a version the kit templates is given by its path
+    (`tokenizer="path/to/file"`, e.g. a model's own tekken.json): it is copied in under its usual name
+    (`tekken.json`, `tokenizer.model.vN`), and the build is cached by the file's contents, not its path.
     Transformers, vLLM, llama.cpp's converter and mistral-common all read it (a tekken folder converts in llama.cpp
     without its tekken.json where mistral-common is installed: see the README).
 
-    Sizes default to hidden 64, 2 layers, 4 heads of 32 over 2 KV heads (and 4 experts, top 2, for Mixtral); any config
-    field can be overridden, e.g. `sliding_window=8` to exercise the window on short sequences. Weights depend only
+    Sizes default to hidden 64, 2 layers, 4 heads of 32 over 2 KV heads (4 experts, top 2, for the mixtures of
+    experts); any config field can be overridden, e.g. `sliding_window=8` to exercise the window on short sequences
+    (for "mistral3" and "mistral_large4", fields of the text model: its `text_config`). Weights depend only
     on `seed` and the arguments (the caller's RNG state is left untouched).
 
     Builds are cached by their arguments: `path=None` returns a directory under `cache_dir()/tiny/` that is shared by
@@ -79,8 +156,13 @@ def tiny_model(
     reused without rebuilding; a directory holding anything else is an error. A cached build whose files were
     truncated or changed since is rebuilt, with a warning.
     """
-    if kind not in _FAMILY_DEFAULTS:
-        raise ValueError(f"kind must be 'mistral' or 'mixtral', got {kind!r}.")
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}.")
+    if native and "text_config" in _KINDS[kind]:
+        raise ValueError(
+            f"native=True: the kit writes Mistral's native layout for text models only, and {kind!r} is a "
+            "vision-language model; build it in Hugging Face's layout (native=False)."
+        )
     tokenizer_file, tokenizer_stamp = _tokenizer_source(DEFAULT_TOKENIZERS[kind] if tokenizer is None else tokenizer)
     stamp = {"kind": kind, "seed": seed, "native": native, "tokenizer": tokenizer_stamp, "config": config_overrides}
     target = Path(path) if path is not None else _cache_path(stamp)
@@ -200,6 +282,10 @@ def _tokenizer_source(tokenizer: str | os.PathLike) -> tuple[Path, str | dict[st
         from .tokenizers.loading import reference_tokenizer_file
 
         return reference_tokenizer_file(tokenizer), tokenizer
+    if isinstance(tokenizer, str) and tokenizer.startswith(DERIVED_PREFIX) and tokenizer not in REFERENCE_FORMATS:
+        from .tokenizers.derived import derived_tekken_file
+
+        return derived_tekken_file(tokenizer.removeprefix(DERIVED_PREFIX)), tokenizer
     file = Path(tokenizer)
     if not file.is_file():
         raise ValueError(
@@ -258,25 +344,40 @@ def _files_intact(directory: Path, files: Any) -> bool:
     return True
 
 
+def tiny_config(kind: str, vocab_size: int, /, **overrides: Any) -> Any:
+    """The transformers config (upstream class) of a tiny `kind`: `_SIZES`, the kind's fields, then `overrides`; a
+    vision-language kind gets the sizes and overrides in its `text_config` (its own fields stay at the top)."""
+    from transformers import AutoConfig
+
+    fields = dict(_KINDS[kind])
+    wrapped = fields.pop("text_config", None)
+    text = {**_SIZES, **(wrapped if wrapped is not None else fields), "vocab_size": vocab_size, **overrides}
+    text = {key: value for key, value in text.items() if not (key in _UNSET and value is None)}
+    if wrapped is None:
+        return AutoConfig.for_model(kind, **text)
+    fields.setdefault("vision_config", _VISION)
+    return AutoConfig.for_model(kind, text_config=text, **fields)
+
+
 def _build(directory: Path, stamp: dict[str, Any], tokenizer_file: Path) -> None:
     import torch
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
+    import transformers
 
     from .tokenizers.loading import load_tokenizer
 
     row = REFERENCE_FORMATS.get(stamp["tokenizer"]) if isinstance(stamp["tokenizer"], str) else None
-    if row is None:  # a file given by its path: its version and kind say under which name it goes
+    if row is None:  # a derived file or one given by its path: its version and kind say under which name it goes
         tokenizer = load_tokenizer(tokenizer_file)
         row = find_format(tokenizer.mistral_version, tokenizer.kind)
         if row is None:
             raise ValueError(f"{tokenizer_file} is no Mistral tokenizer file of a version the kit templates.")
     shutil.copyfile(tokenizer_file, directory / row.file_name)
     tokenizer = load_tokenizer(directory / row.file_name)
-    sizes = {**_SIZES, **_FAMILY_DEFAULTS[stamp["kind"]], "vocab_size": len(tokenizer), **stamp["config"]}
-    config = AutoConfig.for_model(stamp["kind"], **sizes)
+    config = tiny_config(stamp["kind"], len(tokenizer), **stamp["config"])
+    model_class = getattr(transformers, find_architecture(stamp["kind"]).causal_lm)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stamp["seed"])
-        model = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)](config)
+        model = model_class(config)
     _save(model, tokenizer, directory, native=stamp["native"])
     _write_stamp(directory, stamp)
 

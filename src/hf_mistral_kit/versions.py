@@ -1,7 +1,7 @@
 """Mistral's tokenizer versions: an ordered type and the ONE table of what each version means to the kit.
 
-A version (`TokenizerVersion`, v1 < v2 < v3 < v7 < v11 < v13, as mistral-common numbers them) comes in one or two
-kinds of file: Mistral's SentencePiece models (`tokenizer.model.vN`) and tekken.json (Mistral-Nemo and later). Each
+A version (`TokenizerVersion`, v1 < v2 < v3 < v7 < v11 < v13 < v15, as mistral-common numbers them) comes in one or
+two kinds of file: Mistral's SentencePiece models (`tokenizer.model.vN`) and tekken.json (Mistral-Nemo and later). Each
 (version, kind) pair the kit supports is one row of `FORMATS`; every other per-version table of the kit (templates,
 reference files, tekken control tokens, the dummy-prefix rule and GGUF's `add_space_prefix`, the tiny models'
 tokenizers, the CLI's template names) is derived from it here, and the conversation contract picks its rule classes
@@ -30,6 +30,7 @@ class TokenizerVersion(str, Enum):
     v7 = "v7"
     v11 = "v11"
     v13 = "v13"
+    v15 = "v15"
 
     @property
     def number(self) -> int:
@@ -127,6 +128,8 @@ VERSION_KEY = "mistral_version"
 # starts, tool calls (v2 and later), and v11's call ids and arguments.
 EOS, INST_END, TOOL_RESULTS_END = "</s>", "[/INST]", "[/TOOL_RESULTS]"
 TOOL_CALLS, CALL_ID, ARGS = "[TOOL_CALLS]", "[CALL_ID]", "[ARGS]"
+# Tokenizer v15's model settings block, written before the first user turn: [MODEL_SETTINGS]{json}[/MODEL_SETTINGS].
+MODEL_SETTINGS, MODEL_SETTINGS_END = "[MODEL_SETTINGS]", "[/MODEL_SETTINGS]"
 
 FORMATS: tuple[MistralFormat, ...] = (
     MistralFormat(
@@ -208,10 +211,27 @@ FORMATS: tuple[MistralFormat, ...] = (
         "Magistral-Small-2507/2509, Devstral-Small-2507",
         adds="[ARGS], [THINK]",
     ),
+    MistralFormat(
+        V.v15,
+        TK,
+        "mistral_tekken_v15",
+        "Mistral-Small-4-119B-2603",
+        adds="[MODEL_SETTINGS], reasoning_effort",
+        new_controls=(MODEL_SETTINGS, MODEL_SETTINGS_END),
+    ),
 )
 # The control tokens that open and close thinking (tokenizer v13); a v13 tekken file may come without them, and then
 # thinking is not rendered (as mistral-common does).
 THINK_TOKENS = ("[THINK]", "[/THINK]")
+# The request field (and chat-template variable) a tekken v15 file's `model_settings_builder` turns into the model
+# settings block; the file says which values its model takes and which is the default.
+REASONING_EFFORT = "reasoning_effort"
+# Mistral-Small-4-119B-2603's `model_settings_builder`: reasoning_effort "none" (its default) or "high". The v15
+# template's fallback when it is used alone (plain transformers, no reasoning_effort given), and the builder of the
+# tekken v15 files the kit derives (`hf_mistral_kit.tokenizers.derived`).
+SMALL_4_MODEL_SETTINGS = {
+    REASONING_EFFORT: {"type": "enum", "accepts_none": True, "default": "none", "values": ["none", "high"]},
+}
 
 # ChatML: Mistral-7B-OpenOrca's format, a template of the kit without a Mistral tokenizer version.
 CHATML = "chatml"
@@ -223,7 +243,7 @@ CHATML_MODELS = "Mistral-7B-OpenOrca and other ChatML fine-tunes"
 
 
 def find_format(version: str | TokenizerVersion | None, kind: TokenizerKind | str) -> MistralFormat | None:
-    """The row of `version` in `kind` files (None when the kit has none, e.g. a tekken v15 file)."""
+    """The row of `version` in `kind` files (None when the kit has none, e.g. a SentencePiece v11 file)."""
     return next((row for row in FORMATS if row.version.value == version and row.kind.value == kind), None)
 
 

@@ -1,12 +1,12 @@
 """Normalization: the messages a template gets, and what mistral-common's normalizer and encoder reject.
 
 mistral-common merges consecutive messages of one role (`InstructRequestNormalizer`), JSON-normalizes tool results
-and writes each version's message kinds (`InstructRequestNormalizerV7`, `...V13`); its instruct tokenizers then refuse
-what they cannot encode (an assistant turn without text, text beside tool calls before v7). One class per version
-that changes any of this, chained as mistral-common's normalizers are; `normalizer_for(version)` picks the newest
-class whose version is not after the tokenizer's. Only the fields mistral-common reads reach the template, so the
-keys the templates read internally (`prefix` for `continue_final_message`, `content_json` for a tool result) are only
-ever set here.
+and writes each version's message kinds (`InstructRequestNormalizerV7`, `...V13`, `...V15`); its instruct tokenizers
+then refuse what they cannot encode (an assistant turn without text, text beside tool calls before v7). One class per
+version that changes any of this, chained as mistral-common's normalizers are; `normalizer_for(version)` picks the
+newest class whose version is not after the tokenizer's. Only the fields mistral-common reads reach the template, so
+the keys the templates read internally (`prefix` for `continue_final_message`, `content_json` for a tool result) are
+only ever set here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..versions import TokenizerVersion
-from .reading import NULL_ID, Message, fail, normalized_json
+from .reading import JOIN, NULL_ID, Message, fail, normalized_json
 
 
 def runs(messages: list[Message]) -> list[list[Message]]:
@@ -34,6 +34,7 @@ class NormalizerV1:
     tool results carry their normalized JSON (`content_json`: Jinja cannot parse JSON)."""
 
     version = TokenizerVersion.v1
+    chunk_join = JOIN  # what the text chunks of one message are joined with (`Message.text`)
 
     def check_runs(self, messages: list[Message]) -> None:
         for run in runs(messages):
@@ -118,6 +119,14 @@ class NormalizerV7(NormalizerV3):
         return out
 
 
+class NormalizerV15(NormalizerV7):
+    """Tokenizer v15 (`InstructRequestNormalizerV15`): the text chunks of one message are joined with nothing (merged
+    messages still with a blank line). Its model settings are resolved apart (`hf_mistral_kit.chat.settings`)."""
+
+    version = TokenizerVersion.v15
+    chunk_join = ""
+
+
 class NormalizerChatML(NormalizerV1):
     """ChatML: the messages as they are (mistral-common has no ChatML to reject anything)."""
 
@@ -132,7 +141,7 @@ class NormalizerChatML(NormalizerV1):
 
 
 # The chain, oldest first: a version gets the newest class that is not after it.
-NORMALIZERS = (NormalizerV1, NormalizerV3, NormalizerV7)
+NORMALIZERS = (NormalizerV1, NormalizerV3, NormalizerV7, NormalizerV15)
 
 
 def normalizer_for(version: TokenizerVersion | None) -> type[NormalizerV1]:

@@ -6,7 +6,7 @@ Two steps, in this order, shared by `render`, the kit tokenizer's `apply_chat_te
    data (dict, list, str, int, float, bool, None).
 2. **Validate** (`prepare_chat` with a kit template): the conversation is accepted exactly when mistral-common's
    `ChatCompletionRequest.from_openai(...)` + `MistralTokenizer.encode_chat_completion(...)` accept it for the
-   template's tokenizer version (v1, v2, v3, v7, v11 or v13; SentencePiece and tekken files of one version follow
+   template's tokenizer version (v1, v2, v3, v7, v11, v13 or v15; SentencePiece and tekken files of one version follow
    the same rules), with mistral-common's `ValidationMode`. Everything else raises `ConversationError` (a
    `ValueError`) naming the message, the rule and the fix. Reading (`reading`), validating (`validation`) and
    normalizing (`normalization`) are mistral-common's steps, each a chain of per-version classes picked by the
@@ -32,6 +32,7 @@ order.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from ..versions import CHATML, TEMPLATES, TokenizerKind, find_format, template_kind, template_version
@@ -40,15 +41,18 @@ from .limits import fit_text, recursion_room
 from .normalization import normalizer_for
 from .plain import describe, plain_tools, to_plain
 from .reading import Reader
+from .settings import model_settings
 from .validation import validator_for
 
 
 class PreparedChat(NamedTuple):
-    """Plain data for `render_jinja_template`: one conversation, the tools and the documents."""
+    """Plain data for `render_jinja_template`: one conversation, the tools, the documents, and the template variables
+    of the model settings (tokenizer v15: `reasoning_effort` resolved, and the builder it was resolved with)."""
 
     messages: list[Any]
     tools: list[Any] | None
     documents: list[Any] | None
+    settings: Mapping[str, Any] = {}
 
 
 def prepare_chat(
@@ -62,6 +66,8 @@ def prepare_chat(
     continue_final_message: bool = False,
     add_generation_prompt: bool = False,
     thinking_tokens: bool = True,
+    reasoning_effort: Any = None,
+    model_settings_builder: Mapping[str, Any] | None = None,
 ) -> PreparedChat:
     """Plain, validated data for rendering one conversation with a kit template (see the module docstring).
 
@@ -69,8 +75,11 @@ def prepare_chat(
     "chatml": `hf_mistral_kit.versions.TEMPLATES`) or None for any other template, whose data is only made plain (with
     transformers' "<TypeName>" placeholders; keys whose value is None dropped from messages, as transformers does).
     `version` is the tokenizer's ("v2" selects v2's rules for mistral_v3). `thinking_tokens` says whether the
-    tokenizer has [THINK] and [/THINK] (tokenizer v13 renders thinking only then, as mistral-common). Raises
-    `ConversationError` for a conversation mistral-common rejects.
+    tokenizer has [THINK] and [/THINK] (tokenizer v13 renders thinking only then, as mistral-common).
+    `reasoning_effort` is the request's (tokenizer v15; other versions refuse it), resolved with
+    `model_settings_builder`, the tokenizer file's (None: Mistral Small 4's), into `settings`
+    (`hf_mistral_kit.chat.settings`); any other template gets it as it is. Raises `ConversationError` for a
+    conversation mistral-common rejects.
     """
     placeholders = template is None
     messages = getattr(conversation, "messages", conversation)
@@ -85,7 +94,8 @@ def prepare_chat(
     plain_documents = to_plain(documents, placeholders)
     if template is None:
         messages = [{k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m for m in messages]
-        return PreparedChat(messages, plain_tool_list, plain_documents)
+        settings = {} if reasoning_effort is None else {"reasoning_effort": reasoning_effort}
+        return PreparedChat(messages, plain_tool_list, plain_documents, settings)
 
     if template not in TEMPLATES:
         raise ValueError(f"Unknown kit template {template!r}; expected one of {sorted(TEMPLATES)}.")
@@ -93,11 +103,14 @@ def prepare_chat(
     validation_mode = _mode(mode, messages, continue_final_message, add_generation_prompt)
     validator = validator_for(rules_version)(validation_mode, template, mode_given=mode is not None)
     normalizer = normalizer_for(rules_version)()
+    settings = model_settings(template, rules_version, reasoning_effort, model_settings_builder)
     reader = Reader(
         template,
         tool_calling=validator.tool_calling,
         thinking=validator.thinking,
+        system_thinking=validator.system_thinking,
         thinking_tokens=thinking_tokens,
+        join=normalizer.chunk_join,
     )
     if plain_documents:
         raise ConversationError(
@@ -125,7 +138,7 @@ def prepare_chat(
     output, checked_tools = fit_text(
         output, checked_tools or None, replace_surrogates=template_kind(template) is TokenizerKind.tekken
     )
-    return PreparedChat(output, checked_tools, None)
+    return PreparedChat(output, checked_tools, None, settings)
 
 
 def _rules_version(template: str, version: str | None) -> Any:

@@ -24,7 +24,7 @@ from .plain import describe
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 NULL_ID = "null"  # the id pydantic gives a tool call without one
 ROLES = ("system", "user", "assistant", "tool")
-JOIN = "\n\n"  # mistral-common joins text chunks and merged messages with a blank line
+JOIN = "\n\n"  # mistral-common joins merged messages (and, before v15, text chunks) with a blank line
 # Pydantic's lax booleans (Function.strict is a pydantic bool).
 _TRUE = {"1", "on", "t", "true", "y", "yes"}
 _FALSE = {"0", "off", "f", "false", "n", "no"}
@@ -34,7 +34,7 @@ _FALSE = {"0", "off", "f", "false", "n", "no"}
 class Message:
     index: int
     role: str
-    text: str = ""  # the content's text chunks joined as mistral-common joins them
+    text: str = ""  # the content's text chunks joined as mistral-common joins them (the Reader's `join`)
     truthy: bool = False  # bool() of mistral-common's content (a list of empty chunks is truthy)
     content: Any = ""  # what the template gets as content
     calls: list[dict[str, Any]] | None = None  # None: no tool_calls key (or None); [] counts as none but is a list
@@ -88,12 +88,24 @@ def normalized_json(message: Message | int, where: str, text: str) -> str:
 
 class Reader:
     """Reads messages and tools for one template: `tool_calling` (the format has tool calls, which only changes the
-    roles an error lists) and `thinking` (thinking parts and reasoning fields are read; tokenizer v13, and only
-    with `thinking_tokens`: a v13 tekken file may come without [THINK] and [/THINK])."""
+    roles an error lists), `thinking` (thinking parts and reasoning fields are read; tokenizer v13 and later, and
+    only with `thinking_tokens`: a tekken file may come without [THINK] and [/THINK]), `system_thinking` (system
+    messages may hold thinking parts too: v13 only) and `join` (what the text chunks of one message are joined
+    with: a blank line before v15, nothing from v15 on)."""
 
-    def __init__(self, template: str, *, tool_calling: bool, thinking: bool, thinking_tokens: bool = True):
-        self.template, self.tool_calling = template, tool_calling
+    def __init__(
+        self,
+        template: str,
+        *,
+        tool_calling: bool,
+        thinking: bool,
+        system_thinking: bool = True,
+        thinking_tokens: bool = True,
+        join: str = JOIN,
+    ):
+        self.template, self.tool_calling, self.join = template, tool_calling, join
         self.format_thinks, self.thinking = thinking, thinking and thinking_tokens
+        self.system_thinking = self.thinking and system_thinking
 
     def parts_text(
         self, message: Message, content: Any, field: str = "content", thinking: bool = False
@@ -127,7 +139,7 @@ class Reader:
                 )
             texts.append(part["text"])
             parts.append({"type": "text", "text": part["text"]})
-        return JOIN.join(t for t in texts if t), parts
+        return self.join.join(t for t in texts if t), parts
 
     def thinking_part(self, message: Message, where: str, part: dict[str, Any]) -> dict[str, Any]:
         """A thinking chunk as mistral-common's `ThinkChunk` reads it (`closed` is a pydantic bool, true by default)."""
@@ -167,7 +179,9 @@ class Reader:
                 "tool content is a dict; mistral-common takes a string (or text parts).",
                 "Pass json.dumps(result) as the content: JSON results are embedded as JSON.",
             )
-        message.text, message.content = self.parts_text(message, content, thinking=self.thinking and role == "system")
+        message.text, message.content = self.parts_text(
+            message, content, thinking=self.system_thinking and role == "system"
+        )
         message.truthy = bool(content)
         message.thinks = thinks(message.content)
         if role == "tool":

@@ -19,7 +19,8 @@ The replies, by version:
 - v2: `[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]` after the content;
 - v3 (and v7, which only lets content and calls share a turn): the same list, each call with its "id";
 - v11: `[TOOL_CALLS]name[CALL_ID]id[ARGS]{...}` per call ([CALL_ID] only for a call with an id);
-- v13: `[TOOL_CALLS]name[ARGS]{...}` per call (no ids), and `[THINK]thinking[/THINK]`;
+- v13 (and v15, whose replies are v13's): `[TOOL_CALLS]name[ARGS]{...}` per call (no ids), and
+  `[THINK]thinking[/THINK]`;
 - ChatML: content only, up to "<|im_end|>".
 
 Pieces are the reply as the tokenizer produced it: `(text, True)` for a control token generated as its id (or, for
@@ -302,8 +303,8 @@ class ReplyV11(ReplyV3):
 
 
 class ReplyV13(ReplyV11):
-    """Tokenizer v13: calls without ids, `[TOOL_CALLS]name[ARGS]{...}`; thinking, `[THINK]...[/THINK]`, when the
-    vocabulary has those tokens."""
+    """Tokenizer v13 (and v15, which writes replies the same way): calls without ids, `[TOOL_CALLS]name[ARGS]{...}`;
+    thinking, `[THINK]...[/THINK]`, when the vocabulary has those tokens."""
 
     version = TokenizerVersion.v13
     call_ids = False

@@ -13,7 +13,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from ..versions import CHATML, CHATML_TOKENS, FORMATS, VERSION_KEY, TokenizerVersion
+from ..versions import CHATML, CHATML_TOKENS, FORMATS, REASONING_EFFORT, VERSION_KEY, TokenizerVersion
 from .errors import ValidationMode
 from .limits import recursion_room
 from .prepare import prepare_chat
@@ -61,12 +61,15 @@ def render(
     tokenize=False)` gives with the same template. Pass `continue_final_message=True` to leave the last assistant
     message open. The kit's templates first validate the conversation as mistral-common does for their tokenizer
     version (`validation_mode`: see `hf_mistral_kit.chat.prepare`) and raise `ConversationError` when it rejects it.
+    `reasoning_effort` (mistral_tekken_v15) is checked against Mistral Small 4's model settings ("none", its
+    default, or "high"); a tokenizer's `apply_chat_template` checks it against its own file's.
     """
     source = get_chat_template(template) if template in list_templates() else template
     if "{%" not in source and "{{" not in source:
         raise ValueError(f"Unknown chat template {template!r}; available: {', '.join(list_templates())}.")
     name = template_name(source)
     continue_final_message = kwargs.pop("continue_final_message", False)
+    reasoning_effort = kwargs.pop(REASONING_EFFORT, None)
     chat = prepare_chat(
         messages,
         tools,
@@ -75,6 +78,7 @@ def render(
         mode=validation_mode,
         continue_final_message=continue_final_message,
         add_generation_prompt=add_generation_prompt,
+        reasoning_effort=reasoning_effort,
     )
     with recursion_room():  # transformers copies the data recursively, and tool schemas may be deep
         rendered, _ = render_jinja_template(
@@ -86,7 +90,7 @@ def render(
             continue_final_message=continue_final_message and name is None,
             bos_token=bos_token,
             eos_token=eos_token,
-            **kwargs,
+            **{**kwargs, **chat.settings},
         )
     return rendered[0]
 

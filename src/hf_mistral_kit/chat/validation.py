@@ -1,8 +1,8 @@
 """Validation: exactly the conversations mistral-common's `MistralRequestValidator` of each version accepts.
 
 One class per tokenizer version, each overriding only what its version changes, chained as mistral-common's validators
-are (`MistralRequestValidator`, `...V3`, `...V5` for v7, `...V11`, `...V13`); `validator_for(version)` picks the
-newest class whose version is not after the tokenizer's. Besides mistral-common's rules, a format without tool
+are (`MistralRequestValidator`, `...V3`, `...V5` for v7, `...V11`, `...V13`, `...V15`); `validator_for(version)` picks
+the newest class whose version is not after the tokenizer's. Besides mistral-common's rules, a format without tool
 calling refuses tools instead of dropping them. ChatML has no mistral-common reference: its messages get v1's shape
 checks only, with no rules on message order.
 """
@@ -40,6 +40,7 @@ class ValidatorV1:
     tool_calling = False
     content_and_calls = False  # an assistant message may have both (tokenizer v7 and later)
     thinking = False  # thinking parts in assistant and system messages (tokenizer v13 with [THINK] tokens)
+    system_thinking = True  # where there is thinking, in system messages too (v13; v15 refuses it there)
     check_order = True
 
     def __init__(self, mode: ValidationMode, template: str, *, mode_given: bool = False):
@@ -316,6 +317,14 @@ class ValidatorV13(ValidatorV11):
             )
 
 
+class ValidatorV15(ValidatorV13):
+    """Tokenizer v15 (`MistralRequestValidatorV15`): system messages hold text only, no thinking chunks. (Its model
+    settings are resolved apart: `hf_mistral_kit.chat.settings`.)"""
+
+    version = TokenizerVersion.v15
+    system_thinking = False
+
+
 class ValidatorChatML(ValidatorV1):
     """ChatML (Mistral-7B-OpenOrca): v1's message shapes, no rules on message order (mistral-common has no ChatML)."""
 
@@ -326,7 +335,7 @@ class ValidatorChatML(ValidatorV1):
 
 
 # The chain, oldest first: a version gets the newest class that is not after it.
-VALIDATORS = (ValidatorV1, ValidatorV2, ValidatorV3, ValidatorV7, ValidatorV11, ValidatorV13)
+VALIDATORS = (ValidatorV1, ValidatorV2, ValidatorV3, ValidatorV7, ValidatorV11, ValidatorV13, ValidatorV15)
 
 
 def validator_for(version: TokenizerVersion | None) -> type[ValidatorV1]:

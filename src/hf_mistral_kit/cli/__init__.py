@@ -30,6 +30,9 @@ COMMAND_EXIT_CODES = {
 }
 # What --context defaults to, as in load_model: the planner's default, or the model's own window where shorter.
 CONTEXT = f"{DEFAULT_CONTEXT_LENGTH}, or the model's window if shorter"
+REASONING_EFFORT = (
+    "model settings of tokenizer v15 (Mistral Small 4): e.g. high or none (default: the tokenizer file's)"
+)
 EXIT_CODES = "\n".join(f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
 
 
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--seed", type=_seed, help="random seed for sampling (0 to 2**32 - 1)")
     chat.add_argument("--jsonl", action="store_true", help="JSON lines in and out (non-interactive mode)")
+    chat.add_argument("--reasoning-effort", metavar="E", help=REASONING_EFFORT)
     chat.add_argument(
         "--tools",
         metavar="FILE",
@@ -124,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--continue-final-message", action="store_true", help="leave the final assistant message open (prefix)"
     )
+    render.add_argument("--reasoning-effort", metavar="E", help=REASONING_EFFORT)
 
     doctor = command(
         "doctor",

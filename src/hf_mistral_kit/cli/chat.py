@@ -37,6 +37,9 @@ class Session:
         self.max_new_tokens = args.max_new_tokens
         self.temperature = args.temperature
         self.tools = tools
+        # More variables for the template: the model settings of tokenizer v15.
+        effort = getattr(args, "reasoning_effort", None)
+        self.template_kwargs: dict[str, Any] = {"reasoning_effort": effort} if effort is not None else {}
         self.history: list[dict[str, Any]] = []
         self.reads_replies = _reply_format(tokenizer) is not None
         self.marks = reply_marks(tokenizer)
@@ -66,6 +69,7 @@ class Session:
                 temperature=self.temperature,
                 tools=self.tools,
                 marks=self.marks,
+                template_kwargs=self.template_kwargs,
             )
         except BaseException:
             self.history.pop()
@@ -129,7 +133,7 @@ class Session:
 
         try:
             conversation = [*self.messages(), message, {"role": "user", "content": "."}]
-            self.tokenizer.apply_chat_template(conversation, tools=self.tools, tokenize=False)
+            self.tokenizer.apply_chat_template(conversation, tools=self.tools, tokenize=False, **self.template_kwargs)
         except (TemplateError, ValueError, NotImplementedError):
             return False
         return True
@@ -272,12 +276,25 @@ def _check_tools_template(session: Session, value: str) -> None:
     try:
         conversation = [*session.messages(), {"role": "user", "content": "."}]
         session.tokenizer.apply_chat_template(
-            conversation, tools=session.tools, add_generation_prompt=True, tokenize=False
+            conversation, tools=session.tools, add_generation_prompt=True, tokenize=False, **session.template_kwargs
         )
     except (TemplateError, ValueError, NotImplementedError) as error:
         if isinstance(error, ConversationError) and error.where == "tools":
             error = f"{error.rule} Fix: {error.fix}"  # not "--tools FILE: tools: ..."
         raise CLIError(f"--tools {value}: {str(error).splitlines()[0]}") from None
+
+
+def _check_template_kwargs(session: Session) -> None:
+    """The template takes `--reasoning-effort` (tokenizer v15, one of the file's values), before the first message."""
+    from jinja2.exceptions import TemplateError
+
+    try:
+        session.tokenizer.apply_chat_template(
+            [{"role": "user", "content": "."}], add_generation_prompt=True, tokenize=False, **session.template_kwargs
+        )
+    except (TemplateError, ValueError, NotImplementedError) as error:
+        effort = session.template_kwargs["reasoning_effort"]
+        raise CLIError(f"--reasoning-effort {effort}: {str(error).splitlines()[0]}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -286,6 +303,8 @@ def run(args: argparse.Namespace) -> int:
     tools = read_tools(args.tools) if args.tools is not None else None
     model, tokenizer = _load(args)
     session = Session(model, tokenizer, args, tools)
+    if session.template_kwargs:
+        _check_template_kwargs(session)
     if tools is not None:
         _check_tools_template(session, args.tools)
     if args.seed is not None:

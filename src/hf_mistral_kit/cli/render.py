@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         "add_generation_prompt": args.add_generation_prompt,
         "continue_final_message": args.continue_final_message,
     }
+    if args.reasoning_effort is not None:
+        options["reasoning_effort"] = args.reasoning_effort
     if args.continue_final_message and args.add_generation_prompt:
         raise CLIError("--continue-final-message and --add-generation-prompt exclude each other.")
     reference = _reference(tokenizer, tokenizer_file) if args.check else None
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         except RecursionError:
             raise CLIError(f"cannot render {where}: it is nested too deeply (Python's recursion limit).") from None
         if reference is not None:
-            _check(ids, reference, tokenizer, messages, tools, args.continue_final_message, where)
+            _check(ids, reference, tokenizer, messages, tools, args, where)
         if number > 1 and not args.json:
             print()  # a blank line between conversations
         if args.json:
@@ -148,12 +150,13 @@ def _reference(tokenizer: Any, tokenizer_file: Path | None):
     return MistralTokenizer.from_file(str(tokenizer_file))
 
 
-def _check(ids, reference, tokenizer, messages, tools, continue_final_message: bool, where: str) -> None:
+def _check(ids, reference, tokenizer, messages, tools, args: argparse.Namespace, where: str) -> None:
     from mistral_common.exceptions import MistralCommonException
     from mistral_common.protocol.instruct.request import ChatCompletionRequest
     from mistral_common.protocol.instruct.validator import ValidationMode
 
     # A conversation that ends with a complete assistant message is a fine-tuning sample for mistral-common.
+    continue_final_message = args.continue_final_message
     finetuning = messages[-1]["role"] == "assistant" and not continue_final_message
     reference._chat_completion_request_validator._mode = (
         ValidationMode.finetuning if finetuning else ValidationMode.test
@@ -161,7 +164,12 @@ def _check(ids, reference, tokenizer, messages, tools, continue_final_message: b
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            request = ChatCompletionRequest.from_openai(messages, tools, continue_final_message=continue_final_message)
+            request = ChatCompletionRequest.from_openai(
+                messages,
+                tools,
+                continue_final_message=continue_final_message,
+                reasoning_effort=args.reasoning_effort,
+            )
             expected = reference.encode_chat_completion(request).tokens
     except (MistralCommonException, ValueError, AssertionError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__

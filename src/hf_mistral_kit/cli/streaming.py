@@ -137,15 +137,22 @@ def stream_reply(
     temperature: float | None = None,
     tools: list[Any] | None = None,
     marks: dict[int, str | None] | None = None,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> Reply:
     """Generate the assistant's reply to `messages`, passing each piece of text to `write` as it is decoded.
 
     `temperature`: None keeps the model's generation config, 0 is greedy, anything else samples. `tools`: the tools
     the template offers. `marks`: control token id -> the text written in its place, or None for a token that ends
     what is written (the rest of the reply is generated but not streamed); other control tokens are left out.
+    `template_kwargs`: more variables for the chat template (`reasoning_effort`).
     """
     inputs = tokenizer.apply_chat_template(
-        messages, tools=tools, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        messages,
+        tools=tools,
+        add_generation_prompt=True,
+        return_dict=True,
+        return_tensors="pt",
+        **(template_kwargs or {}),
     ).to(model.device)
     prompt_tokens = inputs["input_ids"].shape[1]
     streamer = _ReplyStreamer(tokenizer, marks or {})

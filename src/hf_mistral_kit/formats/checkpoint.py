@@ -39,7 +39,8 @@ class Checkpoint:
         )
 
     def hf_state_dict(self) -> dict[str, LazyTensor]:
-        """Weights under transformers names (Mixtral experts per expert, 4.x names), read when first indexed."""
+        """Weights under transformers names (Mixtral experts per expert, 4.x names; Mistral 4's per expert, the kit's
+        `mlp.experts.N.w1`), read when first indexed."""
         return dict(self.hf_tensors)
 
     def check_loading_info(self, loading_info: Mapping[str, Any], model: Any) -> None:
@@ -64,7 +65,7 @@ def listed(items: list[str], shown: int = 5) -> str:
 
 
 def experts_note(config: Mapping[str, Any]) -> str:
-    return f" of {config['num_local_experts']} experts" if names.has_experts(config) else ""
+    return f" of {names.experts_count(config)} experts" if names.has_experts(config) else ""
 
 
 def hf_tensors_from_native(
@@ -91,17 +92,18 @@ def hf_tensors_from_native(
             "there, or re-download the checkpoint."
         )
     expected = names.expected_hf_shapes(config)
-    unknown = [display(key) for key in native if names.find(key, "native") is None]
+    unknown = [display(key) for key in native if names.find(key, "native", config) is None]
     if unknown:
         raise error(
-            f"{source}: unknown weight name(s) {listed(unknown)}. Mistral/Mixtral native weights are "
-            "tok_embeddings, norm, output and layers.N.{attention.wq/wk/wv/wo, attention_norm, ffn_norm, "
-            "feed_forward.w1/w2/w3 or feed_forward.gate + feed_forward.experts.E.w1/w2/w3}; other models "
-            "(vision, LoRA adapters) are not supported."
+            f"{source}: unknown weight name(s) {listed(unknown)} for the {config.get('model_type')} model "
+            f"{described_by} describes. Mistral native weights are tok_embeddings, norm, output and "
+            "layers.N.{attention.wq/wk/wv/wo (latent attention: wq_a/wq_b/wkv_a_with_mqa/wkv_b/wo), attention_norm, "
+            "ffn_norm, feed_forward.w1/w2/w3 or the experts}; vision weights belong to a params.json with "
+            "`vision_encoder` (the text model is loaded), LoRA adapters are not supported."
         )
     hf_tensors = {}
     for key, tensor in native.items():
-        found = names.find(key, "native")
+        found = names.find(key, "native", config)
         hf_key = found.name("hf")
         if hf_key not in expected:
             raise error(
@@ -115,7 +117,7 @@ def hf_tensors_from_native(
             )
         heads = config[found.row.rotary] if found.row.rotary else None
         hf_tensors[hf_key] = tensor if heads is None else tensor.with_transform(RotaryToHF(heads))
-    missing = [display(names.rename(key, "hf", "native")) for key in expected if key not in hf_tensors]
+    missing = [display(names.rename(key, "hf", "native", config)) for key in expected if key not in hf_tensors]
     if missing:
         raise error(
             f"{source}: missing weight(s) {listed(missing)} that {described_by} implies; the checkpoint is "

@@ -1,4 +1,11 @@
-"""GGUF, llama.cpp's checkpoint format, in and out for Mistral and Mixtral.
+"""GGUF, llama.cpp's checkpoint format, in and out for Mistral, Mixtral and Ministral 3.
+
+llama.cpp's `llama` architecture holds Mistral and Mixtral; its `mistral3` architecture (what convert_hf_to_gguf.py
+writes for Ministral 3 and the text models of Mistral Small 3.x) is llama's layout and keys plus YaRN
+(`rope.scaling.*`, `yarn_log_multiplier` 1: no attention magnitude correction) and llama 4's query scaling
+(`attention.temperature_scale`): read as ministral3, or as mistral without them. `mistral4` and `deepseek2` (latent
+attention) and ministral's per-layer windows are refused with the route; everything below applies to both
+architectures under their own key prefix.
 
 Reading (`GGUFCheckpoint`, used by the kit's `from_pretrained(..., gguf_file=...)`): llama.cpp files Mistral and Mixtral
 under its `llama` architecture, with Mistral's native tensor layout (`wq`/`wk` rows in interleaved rotary order) under
@@ -47,10 +54,19 @@ from .gguf_vocabulary import (
     tokenizer_from_gguf_fields,
     vocabulary_version,
 )
-from .hyperparameters import DEFAULT_ROPE_THETA, SIZE, WINDOW, Spelling, bounds, check_values, head_dim
+from .hyperparameters import DEFAULT_ROPE_THETA, SIZE, WINDOW, Spelling, bounds, check_values, head_dim, yarn_params
 from .tensors import LazyTensor
 
 GGUF_ARCHITECTURE = "llama"  # the architecture llama.cpp files Mistral and Mixtral under
+# llama.cpp's architecture for Ministral 3 and the text models of Mistral Small 3.x / Devstral releases: llama's
+# layout and keys, plus YaRN and llama 4's query scaling (`attention.temperature_scale`).
+YARN_ARCHITECTURE = "mistral3"
+GGUF_ARCHITECTURES = (GGUF_ARCHITECTURE, YARN_ARCHITECTURE)
+# llama.cpp architectures of the family the kit does not load, and why (the error names the route).
+_REFUSED_ARCHITECTURES = {
+    "mistral4": "Mistral Small 4 (multi-head latent attention, llama.cpp splits its kv_b projection)",
+    "deepseek2": "a multi-head latent attention model (llama.cpp files Mistral Large 3 native checkpoints so)",
+}
 GGUF_DTYPES = ("f32", "f16", "bf16", "q8_0")
 
 
@@ -72,6 +88,10 @@ class MetadataKey:
     accepts: tuple[Any, ...] = ()
     refusal: str = ""
     per_layer: bool = False
+    # Read into the YaRN rope parameters under YARN_ARCHITECTURE (where `accepts` does not apply); a key of that
+    # architecture only when `yarn_only`.
+    yarn: bool = False
+    yarn_only: bool = False
 
 
 METADATA: tuple[MetadataKey, ...] = (
@@ -105,14 +125,22 @@ METADATA: tuple[MetadataKey, ...] = (
         "rope.scaling.type",
         "STRING",
         accepts=("none", ""),
-        refusal="RoPE scaling ({value}) has no Mistral equivalent.",
+        refusal="RoPE scaling ({value}) has no Mistral equivalent under llama.cpp's llama architecture.",
+        yarn=True,
     ),
     MetadataKey(
         "rope.scaling.factor",
         "FLOAT32",
         accepts=(1.0,),
-        refusal="RoPE scaling (factor {value}) has no Mistral equivalent.",
+        refusal="RoPE scaling (factor {value}) has no Mistral equivalent under llama.cpp's llama architecture.",
+        yarn=True,
     ),
+    # YaRN and llama 4's query scaling (mistral3 only).
+    MetadataKey("rope.scaling.original_context_length", "UINT32", yarn=True, yarn_only=True),
+    MetadataKey("rope.scaling.yarn_beta_fast", "FLOAT32", yarn=True, yarn_only=True),
+    MetadataKey("rope.scaling.yarn_beta_slow", "FLOAT32", yarn=True, yarn_only=True),
+    MetadataKey("rope.scaling.yarn_log_multiplier", "FLOAT32", yarn=True, yarn_only=True),
+    MetadataKey("attention.temperature_scale", "FLOAT32", yarn=True, yarn_only=True),
     MetadataKey(
         "expert_gating_func",
         "UINT32",
@@ -128,15 +156,33 @@ METADATA: tuple[MetadataKey, ...] = (
     # Old llama.cpp files: "Meta AI original pth", i.e. the native rotary layout, which every file has.
     MetadataKey("tensor_data_layout", "STRING"),
 )
-_FIELD_KEYS: dict[str, str] = {}
-for _row in METADATA:
-    if _row.field is not None:
-        _FIELD_KEYS.setdefault(_row.field, f"{GGUF_ARCHITECTURE}.{_row.key}")
-# How errors name a hyperparameter: by its key, as a value the metadata gives.
-GGUF = Spelling(
-    {field: (key,) for field, key in _FIELD_KEYS.items()},
-    lambda name, kind: f"the metadata gives impossible {'sizes' if kind in (SIZE, WINDOW) else 'values'}: {name!r}",
-)
+
+
+def metadata_keys(architecture: str) -> list[MetadataKey]:
+    """The `METADATA` rows of a GGUF architecture (`GGUF_ARCHITECTURES`)."""
+    return [row for row in METADATA if architecture == YARN_ARCHITECTURE or not row.yarn_only]
+
+
+@functools.cache
+def _field_keys(architecture: str) -> dict[str, str]:
+    """config field -> the first metadata key holding it, e.g. "llama.block_count"."""
+    keys: dict[str, str] = {}
+    for row in METADATA:
+        if row.field is not None:
+            keys.setdefault(row.field, f"{architecture}.{row.key}")
+    return keys
+
+
+@functools.cache
+def gguf_spelling(architecture: str) -> Spelling:
+    """How errors name a hyperparameter: by its key, as a value the metadata gives."""
+    return Spelling(
+        {field: (key,) for field, key in _field_keys(architecture).items()},
+        lambda name, kind: f"the metadata gives impossible {'sizes' if kind in (SIZE, WINDOW) else 'values'}: {name!r}",
+    )
+
+
+GGUF = gguf_spelling(GGUF_ARCHITECTURE)
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
@@ -199,13 +245,13 @@ def _cached_parse(name: str, mtime_ns: int, size: int, path: Path) -> GGUFContai
 
 
 @functools.cache
-def _expected_types() -> dict[str, tuple[str, str | None, bool, str]]:
+def _expected_types(architecture: str) -> dict[str, tuple[str, str | None, bool, str]]:
     """key -> (kind, array items' kind, may be per layer, what it must be) for every metadata key the kit reads."""
-    prefix = f"{GGUF_ARCHITECTURE}."
+    prefix = f"{architecture}."
     expected: dict[str, tuple[str, str | None, bool, str]] = {"general.architecture": (STRING, None, False, "a string")}
     for key, (kind, items) in VOCABULARY_KEYS.items():
         expected[key] = (kind, items, False, kind_text(kind, items))
-    for row in METADATA:
+    for row in metadata_keys(architecture):
         kind = value_kind(row.value_type)
         text = f"{kind_text(kind)} {bounds(row.field)}".strip() if row.field else kind_text(kind)
         if row.per_layer:
@@ -217,7 +263,9 @@ def _expected_types() -> dict[str, tuple[str, str | None, bool, str]]:
 def check_metadata_types(container: GGUFContainer, source: Any) -> None:
     """Refuse a file in which a metadata value the kit reads is stored as a GGUF type of another kind (a float or a
     string where an integer belongs, an array where one value does), naming the key, what it holds and what it must."""
-    for key, (kind, items, per_layer, text) in _expected_types().items():
+    architecture = container.fields.get("general.architecture")
+    architecture = architecture if architecture in GGUF_ARCHITECTURES else GGUF_ARCHITECTURE
+    for key, (kind, items, per_layer, text) in _expected_types(architecture).items():
         stored = container.types.get(key)
         if stored is None or (stored.kind == kind and stored.items == items):
             continue
@@ -233,26 +281,32 @@ def _float32(value: float) -> float:
 
 def config_dict_from_gguf(fields: Mapping[str, Any], tensors: Mapping[str, Any], source: Any) -> dict[str, Any]:
     """Translate GGUF metadata (and the tensor names, for tied embeddings) into a transformers config dict
-    (`model_type` `mistral` or `mixtral`), refusing anything the kit cannot map exactly."""
-    from ..architectures import architecture_with_experts
+    (`model_type` mistral or mixtral from llama.cpp's llama architecture; ministral3, or mistral with YaRN or none,
+    from its mistral3 architecture), refusing anything the kit cannot map exactly."""
+    from ..architectures import architecture as family_row
 
     architecture = fields.get("general.architecture")
-    if architecture != GGUF_ARCHITECTURE:
+    if architecture in _REFUSED_ARCHITECTURES:
         raise GGUFError(
-            f"{source} holds a {architecture!r} model; hf-mistral-kit reads Mistral and Mixtral GGUF files "
-            f"(llama.cpp architecture {GGUF_ARCHITECTURE!r}). Load other models with transformers' own GGUF support "
-            "(transformers.AutoModelForCausalLM.from_pretrained(..., gguf_file=...))."
+            f"{source} holds llama.cpp's {architecture!r} architecture, {_REFUSED_ARCHITECTURES[architecture]}; the "
+            "kit does not load it from GGUF. Load the model's Hugging Face release (config.json) with the kit instead."
         )
-    prefix = f"{GGUF_ARCHITECTURE}."
-    known = {row.key for row in METADATA}
+    if architecture not in GGUF_ARCHITECTURES:
+        raise GGUFError(
+            f"{source} holds a {architecture!r} model; hf-mistral-kit reads Mistral-family GGUF files (llama.cpp "
+            f"architectures {', '.join(map(repr, GGUF_ARCHITECTURES))}). Load other models with transformers' own GGUF "
+            "support (transformers.AutoModelForCausalLM.from_pretrained(..., gguf_file=...))."
+        )
+    prefix = f"{architecture}."
+    known = {row.key for row in metadata_keys(architecture)}
     unknown = sorted(k for k in fields if k.startswith(prefix) and k[len(prefix) :] not in known)
     if unknown:
         raise GGUFError(
-            f"{source}: metadata {', '.join(unknown)} describes something a Mistral/Mixtral model does not have; the "
+            f"{source}: metadata {', '.join(unknown)} describes something a Mistral-family model does not have; the "
             "kit refuses the file rather than load it differently from llama.cpp."
         )
     try:
-        values = _metadata_values(fields, tensors, source)
+        values = _metadata_values(fields, tensors, source, architecture)
     except (TypeError, ValueError) as error:
         if isinstance(error, GGUFError):
             raise
@@ -263,15 +317,20 @@ def config_dict_from_gguf(fields: Mapping[str, Any], tensors: Mapping[str, Any],
     if not experts:
         values.pop("num_local_experts", None)
         values.pop("num_experts_per_tok", None)
-    entries = [(field, GGUF.name(field), value) for field, value in values.items()]
-    check_values(entries, source, GGUFError, GGUF, experts=experts)
-    arch = architecture_with_experts(experts)
+    spelling = gguf_spelling(architecture)
+    entries = [(field, spelling.name(field), value) for field, value in values.items()]
+    check_values(entries, source, GGUFError, spelling, experts=experts)
+    rope = _rope_parameters(fields, prefix, _float32(values["rope_theta"]), source)
+    if experts and rope["rope_type"] != "default":
+        raise GGUFError(f"{source}: experts with YaRN ({architecture}) are no Mistral model the kit knows.")
+    model_type = "mixtral" if experts else "ministral3" if "llama_4_scaling_beta" in rope else "mistral"
+    arch = family_row(model_type)
     config: dict[str, Any] = {
         "model_type": arch.model_type,
         "architectures": [arch.causal_lm],
         **{field: value for field, value in values.items() if field not in ("rope_theta", "rms_norm_eps")},
         "rms_norm_eps": _float32(values["rms_norm_eps"]),
-        "rope_parameters": {"rope_type": "default", "rope_theta": _float32(values["rope_theta"])},
+        "rope_parameters": rope,
         "sliding_window": values.get("sliding_window") or None,
         "tie_word_embeddings": "output.weight" not in tensors,
     }
@@ -290,9 +349,12 @@ def config_dict_from_gguf(fields: Mapping[str, Any], tensors: Mapping[str, Any],
     return config
 
 
-def _metadata_values(fields: Mapping[str, Any], tensors: Mapping[str, Any], source: Any) -> dict[str, Any]:
+def _metadata_values(
+    fields: Mapping[str, Any], tensors: Mapping[str, Any], source: Any, architecture: str = GGUF_ARCHITECTURE
+) -> dict[str, Any]:
     """The config fields the metadata holds (`METADATA`), with llama.cpp's defaults for the keys a file may omit."""
-    prefix = f"{GGUF_ARCHITECTURE}."
+    prefix = f"{architecture}."
+    keys = metadata_keys(architecture)
 
     def get(row: MetadataKey) -> Any:
         value = fields.get(prefix + row.key)
@@ -309,7 +371,9 @@ def _metadata_values(fields: Mapping[str, Any], tensors: Mapping[str, Any], sour
         return value
 
     values: dict[str, Any] = {}
-    for row in METADATA:
+    for row in keys:
+        if row.yarn and architecture == YARN_ARCHITECTURE:
+            continue  # read by `_rope_parameters`
         value = get(row)
         if value is None:
             if row.required:
@@ -329,12 +393,66 @@ def _metadata_values(fields: Mapping[str, Any], tensors: Mapping[str, Any], sour
     values.setdefault("rope_theta", DEFAULT_ROPE_THETA)
     vocab, embedding = fields.get("tokenizer.ggml.tokens"), tensors.get("token_embd.weight")
     values.setdefault("vocab_size", len(vocab) if vocab else (int(embedding.shape[-1]) if embedding else 0))
-    for row in METADATA:  # a second key of a field: the same value or a refusal
-        if row.field is not None and _FIELD_KEYS[row.field] != prefix + row.key:
+    for row in keys:  # a second key of a field: the same value or a refusal
+        if row.field is not None and _field_keys(architecture)[row.field] != prefix + row.key:
             value = get(row)
             if value is not None and row.field in values and value != values[row.field]:
                 raise GGUFError(f"{source}: {row.refusal}")
     return values
+
+
+def _rope_parameters(fields: Mapping[str, Any], prefix: str, theta: float, source: Any) -> dict[str, Any]:
+    """transformers' `rope_parameters` from the metadata: default RoPE, or (mistral3 only) YaRN without attention
+    magnitude correction (`yarn_log_multiplier` 1, transformers' mscale = mscale_all_dim = 1, as llama.cpp's converter
+    writes Ministral 3), with llama 4's query scaling where `attention.temperature_scale` is given."""
+    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": theta}
+    if prefix != f"{YARN_ARCHITECTURE}.":
+        return rope  # the llama rows' `accepts` already refused any scaling
+
+    def number(key: str, default: float | None = None) -> float | None:
+        value = fields.get(prefix + key, default)
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise GGUFError(f"{source}: {prefix + key} must be a finite number above 0, got {value!r}.")
+        return None if value is None else _float32(value)
+
+    kind = fields.get(prefix + "rope.scaling.type")
+    scale = number("attention.temperature_scale")
+    yarn_keys = [row.key for row in METADATA if row.yarn_only and row.key != "attention.temperature_scale"]
+    if kind in (None, "", "none"):
+        present = [prefix + key for key in [*yarn_keys, "rope.scaling.factor"] if prefix + key in fields]
+        if present or scale is not None:
+            raise GGUFError(
+                f"{source}: {', '.join(present) or prefix + 'attention.temperature_scale'} without YaRN "
+                f"({prefix}rope.scaling.type) is no Mistral model the kit knows."
+            )
+        return rope
+    if kind != "yarn":
+        raise GGUFError(f"{source}: RoPE scaling {kind!r} has no Mistral equivalent (Ministral 3 uses yarn).")
+    factor, original = number("rope.scaling.factor"), fields.get(prefix + "rope.scaling.original_context_length")
+    if factor is None or original is None:
+        raise GGUFError(
+            f"{source}: YaRN needs {prefix}rope.scaling.factor and {prefix}rope.scaling.original_context_length."
+        )
+    if not isinstance(original, int) or original < 1:
+        raise GGUFError(f"{source}: {prefix}rope.scaling.original_context_length must be a positive integer.")
+    log_multiplier = fields.get(prefix + "rope.scaling.yarn_log_multiplier")
+    if log_multiplier != 1.0:
+        raise GGUFError(
+            f"{source}: {prefix}rope.scaling.yarn_log_multiplier is {log_multiplier!r}; only 1.0 (no attention "
+            "magnitude correction: transformers' mscale = mscale_all_dim = 1, as Ministral 3 has) maps exactly."
+        )
+    rope.update(
+        rope_type="yarn",
+        factor=factor,
+        original_max_position_embeddings=original,
+        beta_fast=number("rope.scaling.yarn_beta_fast", 32.0),  # llama.cpp's defaults, as transformers'
+        beta_slow=number("rope.scaling.yarn_beta_slow", 1.0),
+        mscale=1.0,
+        mscale_all_dim=1.0,
+    )
+    if scale is not None:
+        rope["llama_4_scaling_beta"] = scale
+    return rope
 
 
 class _GGUFData:
@@ -545,6 +663,53 @@ def gguf_tensor_plan(native: Mapping[str, LazyTensor]) -> list[tuple[str, tuple[
     return [(name, *plan[name]) for name in sorted(plan, key=order)]
 
 
+def gguf_architecture(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The llama.cpp architecture a config dict is written as, and its RoPE metadata keys beyond llama's: `llama` for
+    mistral and mixtral with default RoPE, `mistral3` (as llama.cpp's converter writes Ministral 3) for YaRN and llama
+    4's query scaling. Anything else raises a GGUFError naming the route."""
+    model_type = config.get("model_type")
+    route = "keep the Hugging Face or native checkpoint, or convert it with llama.cpp's convert_hf_to_gguf.py"
+    if model_type not in ("mistral", "mixtral", "ministral", "ministral3"):
+        raise GGUFError(
+            f"The kit writes GGUF files of mistral, mixtral and ministral3 text models, not {model_type!r}; {route}."
+        )
+    layer_types = config.get("layer_types") or ()
+    if config.get("sliding_window") is not None and "full_attention" in layer_types:
+        raise GGUFError(
+            f"Per-layer sliding windows ({model_type}: {list(layer_types)[:4]}...) have no llama.cpp llama or mistral3 "
+            "equivalent; keep the Hugging Face checkpoint, or convert it to Mistral's native layout (to='native')."
+        )
+    rope = config.get("rope_parameters") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    beta = rope.get("llama_4_scaling_beta") if model_type == "ministral3" else None
+    if (
+        rope_type == "default"
+        and set(rope) <= {"rope_type", "type", "rope_theta", "llama_4_scaling_beta"}
+        and beta is None
+    ):
+        if model_type == "ministral3":
+            raise GGUFError(
+                f"A ministral3 config without YaRN and llama_4_scaling_beta has no GGUF equivalent; {route}."
+            )
+        return GGUF_ARCHITECTURE, {}
+    if rope_type != "yarn" or model_type == "mixtral":
+        raise GGUFError(f"rope_parameters {dict(rope)} ({model_type}) have no exact GGUF equivalent; {route}.")
+    yarn = yarn_params(rope, GGUFError)
+    metadata = {
+        "rope.scaling.type": "yarn",
+        "rope.scaling.factor": yarn["factor"],
+        "rope.scaling.original_context_length": yarn["original_max_position_embeddings"],
+        "rope.scaling.yarn_beta_fast": yarn["beta"],
+        "rope.scaling.yarn_beta_slow": yarn["alpha"],
+        "rope.scaling.yarn_log_multiplier": 1.0,  # no attention magnitude correction (`yarn_params` checked it)
+    }
+    if beta is not None:
+        metadata["attention.temperature_scale"] = beta
+    elif model_type == "ministral3":
+        raise GGUFError(f"A ministral3 config without llama_4_scaling_beta has no GGUF equivalent; {route}.")
+    return YARN_ARCHITECTURE, metadata
+
+
 def write_gguf(
     native: Mapping[str, LazyTensor],
     config: Any,
@@ -570,9 +735,8 @@ def write_gguf(
         "bf16": gguf.LlamaFileType.MOSTLY_BF16,
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
     }[dtype]
+    architecture, rope_metadata = gguf_architecture(config)
     rope = config.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default":
-        raise GGUFError(f"rope_type {rope['rope_type']!r} is not written to GGUF by the kit; only default RoPE.")
     vocabulary = gguf_vocabulary(src, config["vocab_size"])
     version = vocabulary_version(vocabulary)
     chat_template = load_tokenizer(src).chat_template
@@ -589,7 +753,7 @@ def write_gguf(
         context = window
 
     plan = gguf_tensor_plan(native)
-    writer = gguf.GGUFWriter(path=None, arch=GGUF_ARCHITECTURE)
+    writer = gguf.GGUFWriter(path=None, arch=architecture)
     writer.add_name(name or src.name)
     writer.add_file_type(file_type)
     if qtype not in (Q.F32, Q.F16, Q.BF16):
@@ -603,7 +767,10 @@ def write_gguf(
     for row in METADATA:
         if row.field is not None and values.get(row.field) is not None:
             value_type = gguf.GGUFValueType[row.value_type]
-            writer.add_key_value(f"{GGUF_ARCHITECTURE}.{row.key}", values[row.field], value_type)
+            writer.add_key_value(f"{architecture}.{row.key}", values[row.field], value_type)
+    for key, value in rope_metadata.items():
+        row = next(row for row in METADATA if row.key == key)
+        writer.add_key_value(f"{architecture}.{key}", value, gguf.GGUFValueType[row.value_type])
     writer.add_tokenizer_model("llama")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(vocabulary["tokens"])

@@ -79,7 +79,7 @@ def native_tensors_from_hf(
 def _to_native(checked: Mapping[str, LazyTensor], config: Mapping[str, Any]) -> dict[str, LazyTensor]:
     native = {}
     for key, tensor in checked.items():
-        found = names.find(key, "hf")
+        found = names.find(key, "hf", config)
         heads = config[found.row.rotary] if found.row.rotary else None
         native[found.name("native")] = tensor if heads is None else tensor.with_transform(RotaryToNative(heads))
     return native
@@ -89,14 +89,14 @@ def _per_expert(tensors: dict[str, LazyTensor], config: Mapping[str, Any]) -> di
     """Transformers 5.x names to 4.x ones: the router renamed, fused experts sliced into per-expert tensors."""
     result = {}
     for key, tensor in tensors.items():
-        fused = names.find(key, "hf_fused")
+        fused = names.find(key, "hf_fused", config)
         if fused is None:
-            found = names.find(key, "hf")
+            found = names.find(key, "hf", config)
             result[found.name("hf") if found is not None else key] = tensor
             continue
         parts = names.fused_parts(fused.row)
         experts, rows, cols = tensor.shape if len(tensor.shape) == 3 else (None, None, None)
-        if experts != config.get("num_local_experts") or rows % len(parts):
+        if experts != names.experts_count(config) or rows % len(parts):
             raise NativeCheckpointError(f"Cannot export weight {key!r}: unexpected shape {list(tensor.shape)}.")
         part_rows = rows // len(parts)
         for expert in range(experts):
@@ -104,6 +104,39 @@ def _per_expert(tensors: dict[str, LazyTensor], config: Mapping[str, Any]) -> di
                 index = (expert, slice(i * part_rows, (i + 1) * part_rows))
                 name = names.Match(row, fused.layer, expert).name("hf")
                 result[name] = LazyTensor(tensor.source, tensor.dtype, (part_rows, cols), index)
+    return result
+
+
+class _Fused:
+    """`[...]` of a fused experts tensor: each expert's parts concatenated along the rows, the experts stacked."""
+
+    def __init__(self, parts: list[list[LazyTensor]]):
+        self.parts = parts
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        fused = torch.stack([torch.cat([part.read() for part in expert]) for expert in self.parts])
+        return fused[index]
+
+
+def fused_hf_tensors(hf_tensors: Mapping[str, LazyTensor], config: Mapping[str, Any]) -> dict[str, LazyTensor]:
+    """Transformers-named tensors with DeepSeek-style routed experts (Mistral 4) fused into transformers 5.x's
+    `mlp.experts.gate_up_proj` / `down_proj`, the only layout transformers loads them from (it has no conversion
+    mapping for Mistral 4); Mixtral's per-expert names, which transformers' mapping reads, are kept. Lazily read."""
+    result: dict[str, LazyTensor] = {}
+    groups: dict[str, dict[int, dict[names.Tensor, LazyTensor]]] = {}
+    for key, tensor in hf_tensors.items():
+        found = names.find(key, "hf", config)
+        if found is None or found.row.hf_fused is None or found.row.part != names.MOE:
+            result[key] = tensor
+            continue
+        groups.setdefault(found.name("hf_fused"), {}).setdefault(found.expert, {})[found.row] = tensor
+    for fused_name, by_expert in groups.items():
+        experts = [by_expert[expert] for expert in range(len(by_expert))]
+        order = names.fused_parts(next(iter(experts[0])))
+        parts = [[expert[row] for row in order] for expert in experts]
+        first = parts[0][0]
+        shape = (len(parts), sum(part.shape[0] for part in parts[0]), first.shape[1])
+        result[fused_name] = LazyTensor(_Fused(parts), first.dtype, shape)
     return result
 
 
@@ -122,8 +155,16 @@ class HFCheckpoint(Checkpoint):
         if not (self.directory / CONFIG_FILE).is_file():
             raise NativeCheckpointError(f"{self.directory} is not a Hugging Face checkpoint (no config.json).")
         self.config = as_config_dict(AutoConfig.from_pretrained(self.directory))
-        if find_architecture(self.config.get("model_type")) is None:
+        row = find_architecture(self.config.get("model_type"))
+        if row is None:
             raise ValueError(f"Expected a Mistral or Mixtral config, got model_type {self.config.get('model_type')!r}.")
+        if row.vision or (row.latent_attention and row.model_type != "mistral4"):
+            kind = "a vision-language model" if row.vision else "an attention-indexer model"
+            raise NativeCheckpointError(
+                f"{self.directory} holds {kind} ({row.model_type}); the kit converts the text models mistral, "
+                "mixtral, ministral, ministral3 and mistral4 only. Load it from this Hugging Face folder as it is (the "
+                "kit's Auto classes read it), or convert it with transformers' or llama.cpp's own tools."
+            )
         self._files = TensorFiles(hf_weight_files(self.directory), f"Re-download the file into {self.directory}.")
         try:
             self.hf_tensors = checked_hf_tensors(self._files.tensors, self.config)

@@ -5,6 +5,14 @@ A native directory holds `params.json` (`dim`, `n_layers`, ..., and `moe` for Mi
 legacy `consolidated.NN.pth`) with mistral-inference's names (`tok_embeddings`, `layers.N.attention.wq`, ...), and a
 tokenizer file (`tokenizer.model.v3`, `tekken.json`, ...).
 
+Architectures (`hyperparameters.config_from_params`, keys as vLLM's Mistral parser and llama.cpp's converter read
+them): mistral, mixtral (`moe`), ministral (a per-layer `sliding_window` list, null for full-attention layers),
+ministral3 (`yarn` with `apply_scale` false + `llama_4_scaling`; a dense `yarn` alone stays mistral) and mistral4
+(multi-head latent attention: `q_lora_rank`, `kv_lora_rank`, `qk_*_head_dim`, `v_head_dim`, DeepSeek-style `moe`, as
+transformers' convert_mistral4_weight_to_hf.py reads it). A vision-language release (`vision_encoder`) loads as its
+text model: the vision weights are left out. Any params.json key the kit does not know is refused, never dropped;
+the Large line (attention indexer) is refused with the route to its Hugging Face release.
+
 Loading maps each native key to its transformers name and undoes Mistral's interleaved rotary layout of `wq`/`wk`
 (transformers rotates halves) lazily, tensor by tensor, as transformers' own loader reads the state dict: nothing is
 converted on disk, safetensors stay memory-mapped, and everything transformers does while loading (dtype casts,
@@ -32,7 +40,7 @@ from . import names
 from .checkpoint import Checkpoint, experts_note
 from .errors import NativeCheckpointError
 from .files import TensorFiles, write_safetensors
-from .hyperparameters import check_params, config_from_params, params_from_config
+from .hyperparameters import VISION_PREFIXES, check_params, config_from_params, params_from_config
 from .tensors import LazyTensor, transposed
 
 PARAMS_FILE = "params.json"
@@ -62,8 +70,8 @@ def native_checkpoint_dir(path: str | os.PathLike, subfolder: str = "") -> Path 
     return None
 
 
-def config_dict_from_params(directory: str | os.PathLike) -> dict[str, Any]:
-    """Translate a directory's `params.json` into a transformers config dict (`model_type` `mistral` or `mixtral`)."""
+def read_params(directory: str | os.PathLike) -> Any:
+    """The contents of a directory's `params.json` (checked by `config_dict_from_params_dict`)."""
     path = Path(directory) / PARAMS_FILE
     try:
         if not path.is_file():  # a FIFO would block the read below, a directory cannot be read
@@ -72,21 +80,32 @@ def config_dict_from_params(directory: str | os.PathLike) -> dict[str, Any]:
             data = stream.read(MAX_PARAMS_BYTES + 1)
         if len(data) > MAX_PARAMS_BYTES:
             raise OSError(f"larger than {MAX_PARAMS_BYTES // 1024} KiB, which no params.json is")
-        params = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, RecursionError, ValueError) as error:
         raise NativeCheckpointError(f"Cannot read {path}: {error}.") from error
-    return config_dict_from_params_dict(params, source=path)
+
+
+def config_dict_from_params(directory: str | os.PathLike) -> dict[str, Any]:
+    """Translate a directory's `params.json` into a transformers config dict of its text model."""
+    return config_dict_from_params_dict(read_params(directory), source=Path(directory) / PARAMS_FILE)
 
 
 def config_dict_from_params_dict(params: Any, source: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
-    """Translate the contents of a `params.json` (named `source` in errors) into a transformers config dict.
+    """Translate the contents of a `params.json` (named `source` in errors) into a transformers config dict: model_type
+    mistral, mixtral, ministral or ministral3 (`hyperparameters.config_from_params`), the text model of a
+    vision-language release (its `vision_encoder` is not loaded).
 
-    Every field the kit reads is checked first (`hyperparameters.check_params`): types, bounds, consistency.
+    Every field the kit reads is checked first (`hyperparameters.check_params`): types, bounds, consistency, and no
+    key the kit does not know. Multi-head latent attention models (Mistral Small 4, the Large line) are refused with
+    the route to their Hugging Face release.
     """
     check_params(params, source, NativeCheckpointError)
-    for name in ("vision_encoder", "lora", "quantization"):
+    for name in ("lora", "quantization"):
         if params.get(name):
-            raise NativeCheckpointError(f"{source}: `{name}` checkpoints are not supported (only text models).")
+            raise NativeCheckpointError(
+                f"{source}: `{name}` checkpoints are not supported (only unquantized models without adapters); load "
+                "the Hugging Face release instead."
+            )
     if params.get("model_type", "transformer") != "transformer":
         raise NativeCheckpointError(f"{source}: model_type {params['model_type']!r} is not a Mistral transformer.")
     return config_from_params(params)
@@ -162,13 +181,17 @@ class NativeCheckpoint(Checkpoint):
     def __init__(self, directory: str | os.PathLike):
         self.directory = self.source = Path(directory)
         self.described_by = self.directory / PARAMS_FILE
-        self.config = config_dict_from_params(self.directory)
+        params = read_params(self.directory)
+        self.config = config_dict_from_params_dict(params, self.described_by)
         fix = f"Re-download the file into {self.directory}."
         files = native_weight_files(self.directory)
         self._files = TensorFiles(files, fix)  # reads and checks the headers (and file sizes) only
         try:
             _check_size(self.config, files, self.described_by)
-            self.native_tensors = unstack_experts(self._files.tensors, self.config, self.directory)
+            tensors = self._files.tensors
+            if params.get("vision_encoder") is not None:  # a vision-language release: its text model is loaded
+                tensors = {key: tensor for key, tensor in tensors.items() if not key.startswith(VISION_PREFIXES)}
+            self.native_tensors = unstack_experts(tensors, self.config, self.directory)
             self.check_tensors()
         except BaseException:
             self.close()

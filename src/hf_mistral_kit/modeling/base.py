@@ -10,14 +10,25 @@ disk, and `from_pretrained` on native directories and GGUF files.
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, ClassVar
 
+from transformers.core_model_loading import WeightRenaming
+
 from ..formats.dispatch import find_checkpoint
 from ..hub import HUB_KWARGS, LOADING_KWARGS
+from .experts import LoadOnlyConverter
+from .quantization import EXPERTS_AS_LINEARS, flatten_8bit_inputs, with_unquantized_modules
 
 # Every kit model class by name (filled as they are defined): what `config.json`'s `architectures` names.
 _KIT_CLASSES: dict[str, type] = {}
+# A (not serialized) config attribute: checkpoint keys (regular expressions) the model leaves out without a word, e.g.
+# the vision tower's when a text model is loaded from a vision-language wrapper's checkpoint.
+IGNORED_CHECKPOINT_KEYS = "_kit_ignored_checkpoint_keys"
+# Every kit config class by its upstream model type (filled as they are defined), sub-configs' (a wrapper's text
+# model) included.
+_KIT_CONFIGS: dict[str, type] = {}
 
 
 class KitConfigMixin:
@@ -25,6 +36,11 @@ class KitConfigMixin:
     files too."""
 
     upstream_model_type: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("hf_mistral_kit.") and "upstream_model_type" in vars(cls):
+            _KIT_CONFIGS[cls.upstream_model_type] = cls
 
     @classmethod
     def _get_config_dict(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):
@@ -54,8 +70,13 @@ class KitConfigMixin:
             return {**config_dict, "model_type": cls.model_type}
         return config_dict
 
+    def _kit_retyped(self) -> None:
+        """Called on an upstream config re-typed as this kit class (`to_kit_config`): fix what the kit fixes."""
+
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
+        for runtime_state in (EXPERTS_AS_LINEARS, IGNORED_CHECKPOINT_KEYS):
+            output.pop(runtime_state, None)
         output["model_type"] = self.upstream_model_type
         if output.get("architectures"):
             output["architectures"] = [upstream_architecture(name) for name in output["architectures"]]
@@ -71,11 +92,27 @@ class KitModelMixin:
         if cls.__module__.startswith("hf_mistral_kit."):  # a user's own subclass keeps its name in config.json
             _KIT_CLASSES[cls.__name__] = cls
 
+    def post_init(self):
+        super().post_init()
+        ignored = getattr(self.config, IGNORED_CHECKPOINT_KEYS, None)
+        if ignored:
+            self._keys_to_ignore_on_load_unexpected = {*(self._keys_to_ignore_on_load_unexpected or ()), *ignored}
+
+    def save_pretrained(self, *args: Any, **kwargs: Any):
+        _without_load_only_conversions(self)
+        return super().save_pretrained(*args, **kwargs)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, *model_args, **kwargs):
+        kwargs = with_unquantized_modules(kwargs)
         source = find_checkpoint(pretrained_model_name_or_path, kwargs)
         if source is None:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            model = loaded[0] if isinstance(loaded, tuple) else loaded
+            flatten_8bit_inputs(model)
+            if getattr(model.config, IGNORED_CHECKPOINT_KEYS, None):
+                _save_in_own_layout(model, kwargs.get("key_mapping"))
+            return loaded
 
         for name in ("gguf_file", *HUB_KWARGS):
             kwargs.pop(name, None)
@@ -87,9 +124,67 @@ class KitModelMixin:
                 None, *model_args, state_dict=checkpoint.hf_state_dict(), output_loading_info=True, **kwargs
             )
         checkpoint.check_loading_info(loading_info, model)
+        flatten_8bit_inputs(model)
         model.name_or_path = model.config.name_or_path = str(source.path)
         checkpoint.apply_generation_config(model)
         return (model, loading_info) if output_loading_info else model
+
+
+def _without_load_only_conversions(model: Any) -> None:
+    conversions = getattr(model, "_weight_conversions", None)
+    if conversions is None:  # not loaded with from_pretrained: transformers would look the mapping up (as here)
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import PrefixChange
+
+        conversions = get_model_conversion_mapping(model, add_legacy=False)
+        if not any(isinstance(transform, LoadOnlyConverter) for transform in conversions):
+            return
+        conversions = [transform for transform in conversions if not isinstance(transform, PrefixChange)]
+    model._weight_conversions = [transform for transform in conversions if not isinstance(transform, LoadOnlyConverter)]
+
+
+def _save_in_own_layout(model: Any, key_mapping: dict[str, str] | None) -> None:
+    """A text model loaded from a wrapper's checkpoint (`key_mapping` renaming the wrapper's names) saves under its own
+    names: transformers would otherwise undo the renames on `save_pretrained`, writing the wrapper's layout."""
+    conversions = getattr(model, "_weight_conversions", None)
+    if not conversions or not key_mapping:
+        return
+    model._weight_conversions = [
+        transform
+        for transform in conversions
+        if not (isinstance(transform, WeightRenaming) and set(transform.source_patterns) <= set(key_mapping))
+    ]
+
+
+def kit_config_for(model_type: str | None) -> type | None:
+    """The kit config class standing for an upstream (or kit) `model_type`, None for any other."""
+    found = _KIT_CONFIGS.get(model_type)
+    if found is None:
+        found = next((kit for kit in _KIT_CONFIGS.values() if kit.model_type == model_type), None)
+    return found
+
+
+def to_kit_config(config: Any) -> Any:
+    """The kit config equivalent to an upstream config of the family (kit configs are returned as they are)."""
+    kit_class = kit_config_for(config.model_type)
+    if kit_class is None:
+        raise ValueError(f"Expected a Mistral-family config, got model_type {config.model_type!r}.")
+    if isinstance(config, kit_class):
+        return config
+    # Same fields, other class: a re-typed copy keeps runtime state `to_dict` drops (attn implementation...).
+    kit_config = copy.deepcopy(config)
+    kit_config.__class__ = kit_class
+    kit_config.__dict__.pop("model_type", None)  # set by `from_dict` on configs read from config.json
+    kit_config._kit_retyped()
+    return kit_config
+
+
+def kit_text_config(config: Any) -> Any:
+    """A vision-language wrapper's text config as the kit's config of its type, when the kit has one (else as it
+    is): the language model inside the wrapper is then the kit's class (`AutoModel.from_config`)."""
+    if config is not None and kit_config_for(getattr(config, "model_type", None)) is not None:
+        return to_kit_config(config)
+    return config
 
 
 def upstream_architecture(name: str) -> str:

@@ -20,7 +20,7 @@ from transformers.models.mixtral.modeling_mixtral import (
 
 from ..architectures import find_architecture
 from .base import KitConfigMixin, KitModelMixin
-from .experts import MixtralExpertLinears, experts_need_linear_layers
+from .experts import experts_need_linear_layers, use_linear_experts
 
 ARCHITECTURE = find_architecture("mixtral")
 
@@ -65,8 +65,7 @@ class KitMixtralPerExpertModel(KitMixtralModel):
     """
 
     def post_init(self):
-        for layer in self.layers:
-            layer.mlp.experts = MixtralExpertLinears(self.config)
+        use_linear_experts(self)
         super().post_init()
 
 

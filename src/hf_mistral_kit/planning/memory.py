@@ -1,25 +1,38 @@
-"""How much memory a Mistral/Mixtral model needs in a given preset, from its config alone (no weights).
+"""How much memory a model of the Mistral family needs in a given preset, from its config alone (no weights).
 
-Parameter counts are closed-form from the config; quantized sizes follow bitsandbytes' storage exactly (NF4: two
-weights per byte plus one absmax per 64-weight block, itself 8-bit with double quantization; LLM.int8: one byte per
-weight plus one float32 scale per output row). bitsandbytes quantizes the decoder's linear layers only: embeddings,
-`lm_head`, norms and the Mixtral router stay in the compute dtype. The KV cache is
-layers x kv heads x head_dim x 2 (K and V) x dtype bytes per token, capped by the sliding window when there is one.
+Parameter counts are closed-form from the config, through the tensor table (`formats.names`), layer by layer (dense
+and MoE layers, latent attention and the Large line's NoPE, KV-sharing and index-sharing layers); a vision-language
+wrapper (mistral3, the Large line) is planned as its text model, what a causal LM of it loads, or with `vision=True`
+as the whole model. Quantized sizes follow bitsandbytes' storage exactly (NF4: two weights per byte plus one absmax
+per 64-weight block, itself 8-bit with double quantization; LLM.int8: one byte per weight plus one float32 scale per
+output row). bitsandbytes quantizes the decoder's linear layers only (attention, MLP, shared experts, and routed
+experts as the kit builds them, one linear triple per expert): embeddings, `lm_head`, norms, routers, the Large line's
+indexer and scales and any vision tower stay in the compute dtype (the Large line's router and rotary `alpha` in
+float32, as transformers keeps them).
+
+The KV cache is what transformers' cache allocates per token, summed over the layers: K and V of the key/value heads
+(grouped-query attention); the compressed latent and the rotary key for latent attention (Mistral 4 in transformers
+5.2x and the Large line; transformers 5.10 caches Mistral 4's expanded per-head K and V instead: `latent_kv_cache`),
+plus the indexer's keys in the Large line's layers that have an indexer, nothing for a layer that reuses an earlier
+layer's KV and index. Sliding-window layers keep `sliding_window - 1` tokens (transformers' sliding cache; mistral and
+mixtral are planned with the whole window, as the kit always has: one token more). Vision tokens are prompt tokens
+like any other: count them in `context_length`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..architectures import MODEL_TYPES
+from ..architectures import MODEL_TYPES, find_architecture
 from ..formats import names
-from ..formats.hyperparameters import check_config, head_dim
+from ..formats.hyperparameters import check_config, check_present, head_dim, text_config_dict
 from . import DEFAULT_CONTEXT_LENGTH
 from .hardware import GiB, Hardware
 
@@ -29,11 +42,16 @@ NF4_BLOCKSIZE = 64  # weights per absmax (bitsandbytes' 4-bit default, not confi
 NESTED_BLOCKSIZE = 256  # absmax values per float32 scale with double quantization
 NF4_TABLE_BYTES = 16 * 4  # the 16-entry float32 NF4 code table stored with every weight
 NESTED_TABLE_BYTES = 256 * 4 + 4  # the 8-bit code table and offset for the quantized absmax
+FLOAT32_BYTES = 4
 
 # Peak bytes beyond weights, KV cache and activations: cuBLAS/attention workspaces and allocator slack on a GPU;
 # the Python/torch runtime on a CPU.
 CUDA_OVERHEAD_BYTES = 512 * 2**20
 CPU_OVERHEAD_BYTES = 1 * GiB
+
+# Model types whose sliding-window layers are planned with the whole window (the kit's figure since it planned only
+# these; transformers 5.x keeps `sliding_window - 1` tokens, which every other architecture is planned with).
+WHOLE_WINDOW_MODEL_TYPES = (None, "mistral", "mixtral")
 
 
 def default_context_length(shape: ModelShape) -> int:
@@ -41,9 +59,52 @@ def default_context_length(shape: ModelShape) -> int:
     return min(DEFAULT_CONTEXT_LENGTH, shape.max_position_embeddings or DEFAULT_CONTEXT_LENGTH)
 
 
+@functools.cache
+def mistral4_caches_latent() -> bool:
+    """Whether the installed transformers caches Mistral 4's compressed KV latent and rotary key (5.2x: its attention
+    expands them per head after the cache read, `Mistral4Attention.expand_kv`) rather than the expanded per-head keys
+    and values (5.10). Without transformers' Mistral 4, the newer behaviour is assumed."""
+    try:
+        from transformers.models.mistral4 import modeling_mistral4
+    except ImportError:
+        return True
+    return hasattr(modeling_mistral4.Mistral4Attention, "expand_kv")
+
+
+def _complete(config: dict[str, Any], source: Any) -> dict[str, Any]:
+    """A config dict of an architecture newer than Mistral/Mixtral completed by transformers' own config class (its
+    defaults and derived per-layer lists: ministral's `layer_types`, the Large line's NoPE, KV-sharing and indexer
+    layers), when the installed transformers has it; else as given."""
+    model_type = config.get("model_type")
+    text = isinstance(model_type, str) and model_type.endswith("_text")  # the Large line's text config
+    row = find_architecture(model_type.removesuffix("_text") if text else model_type)
+    if row is None or row.model_type in ("mistral", "mixtral"):
+        return config
+    model_type = row.model_type + ("_text" if text else "")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        return config
+    from transformers import AutoConfig
+
+    given = {key: value for key, value in config.items() if key not in ("model_type", "_name_or_path")}
+    try:
+        built = AutoConfig.for_model(model_type, **given)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{source}: transformers refuses this {model_type} config: {error}") from None
+    complete = built.to_dict()
+    if getattr(built, "head_dim", None) is not None:
+        complete["head_dim"] = built.head_dim
+    if config.get("_name_or_path"):
+        complete["_name_or_path"] = config["_name_or_path"]
+    return complete
+
+
 @dataclass(frozen=True)
 class ModelShape:
-    """The numbers of a Mistral-family config that decide its size. `num_experts == 0` means a dense MLP."""
+    """The numbers of a Mistral-family config that decide its size. `num_experts == 0` means a dense MLP. `config`
+    is the (text) config dict the tensor table sizes every layer from; `latent_kv_cache` says how latent attention's
+    cache is laid out (`mistral4_caches_latent`)."""
 
     name: str
     vocab_size: int
@@ -58,19 +119,23 @@ class ModelShape:
     tie_word_embeddings: bool = False
     sliding_window: int | None = None
     max_position_embeddings: int | None = None
+    config: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    latent_kv_cache: bool = True
 
     @classmethod
-    def from_config(cls, config: Any, *, mistral_only: bool = False) -> ModelShape:
+    def from_config(cls, config: Any, *, mistral_only: bool = False, vision: bool = False) -> ModelShape:
         """From a `PretrainedConfig`, a config dict (HF `config.json` or Mistral's native `params.json`), a path to
         either file, to a GGUF file or to a checkpoint directory holding one, or a Hub model id.
 
+        A vision-language wrapper (mistral3, mistral_large4) is planned as its text model (what a causal LM of it
+        loads), or with `vision` as the whole model (vision tower and projector in the compute dtype).
         The numbers are validated first (`formats.hyperparameters`): a ValueError names the field that is wrong. With
         `mistral_only`, configs of other model types (llama, ...) are refused too.
         """
         if isinstance(config, ModelShape):
             return config
         if isinstance(config, (str, os.PathLike)):
-            return cls.from_config(_read_config_file(os.fspath(config)), mistral_only=mistral_only)
+            return cls.from_config(_read_config_file(os.fspath(config)), mistral_only=mistral_only, vision=vision)
         if not isinstance(config, Mapping):
             if not hasattr(config, "to_dict"):
                 raise TypeError(f"expected a PretrainedConfig, a config dict or a path, got {type(config).__name__}")
@@ -82,28 +147,42 @@ class ModelShape:
             name = config.get("_name_or_path", "mistral (params.json)")
             config = {**config_dict_from_params_dict(dict(config), source=name), "_name_or_path": name}
         model_type = config.get("model_type")
-        if mistral_only and model_type is not None and model_type not in MODEL_TYPES:
+        text_type = model_type.removesuffix("_text") if isinstance(model_type, str) else model_type
+        if mistral_only and model_type is not None and text_type not in MODEL_TYPES:
             raise ValueError(
                 f"{source} is a {model_type!r} config, not a Mistral/Mixtral one: hf-mistral-kit plans and loads the "
-                "Mistral family (model_type mistral or mixtral, or Mistral's params.json)."
+                "Mistral family (model types mistral, mixtral, ministral, ministral3, mistral3, mistral4 and "
+                "mistral_large4, or Mistral's params.json)."
             )
-        check_config(config, source)
-        hidden = config["hidden_size"]
-        heads = config["num_attention_heads"]
+        wrapper = find_architecture(model_type)
+        if vision and (wrapper is None or not wrapper.vision):
+            raise ValueError(f"{source} is not a vision-language model: plan it without vision=True.")
+        check_present(config, source)
+        config = _complete(dict(config), source)
+        text = text_config_dict(config, vision=vision, source=source)
+        check_config(text, source)
+        hidden = text["hidden_size"]
+        heads = text["num_attention_heads"]
+        layout = names.layout(text)
+        name = config.get("_name_or_path") or config.get("model_type") or "model"
+        if wrapper is not None and wrapper.vision and not vision:
+            name = f"{name} (text model)"
         return cls(
-            name=config.get("_name_or_path") or config.get("model_type") or "model",
-            vocab_size=config["vocab_size"],
+            name=name,
+            vocab_size=text["vocab_size"],
             hidden_size=hidden,
-            intermediate_size=config["intermediate_size"],
-            num_layers=config["num_hidden_layers"],
+            intermediate_size=text["intermediate_size"],
+            num_layers=text["num_hidden_layers"],
             num_heads=heads,
-            num_kv_heads=config.get("num_key_value_heads") or heads,
-            head_dim=head_dim(config),
-            num_experts=config.get("num_local_experts") or 0,
-            experts_per_token=config.get("num_experts_per_tok") or 0,
-            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-            sliding_window=config.get("sliding_window"),
-            max_position_embeddings=config.get("max_position_embeddings"),
+            num_kv_heads=text.get("num_key_value_heads") or heads,
+            head_dim=head_dim(text),
+            num_experts=names.experts_count(text),
+            experts_per_token=text.get("num_experts_per_tok") or 0,
+            tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
+            sliding_window=text.get("sliding_window"),
+            max_position_embeddings=text.get("max_position_embeddings"),
+            config=text,
+            latent_kv_cache=layout != names.MISTRAL4_LAYOUT or mistral4_caches_latent(),
         )
 
     def labelled(self, name: str) -> ModelShape:
@@ -112,6 +191,8 @@ class ModelShape:
 
     def config_dict(self) -> dict[str, Any]:
         """The shape as a transformers config dict (what the tensor table, `formats.names`, sizes tensors from)."""
+        if self.config is not None:
+            return dict(self.config)
         return {
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -122,33 +203,86 @@ class ModelShape:
             "head_dim": self.head_dim,
             "num_local_experts": self.num_experts or None,
             "tie_word_embeddings": self.tie_word_embeddings,
+            "sliding_window": self.sliding_window,
         }
 
-    def linear_shapes(self) -> list[tuple[int, int, int]]:
-        """(out_features, in_features, count) of one decoder layer's linear weights: what bitsandbytes quantizes."""
-        return names.layer_linear_shapes(self.config_dict())
+    def layers(self) -> list[names.Layer]:
+        """What each decoder layer holds and caches (`formats.names.layer_kinds`)."""
+        return names.layer_kinds(self.config_dict())
 
-    def layer_unquantized_parameters(self) -> int:
-        """Parameters of one decoder layer that stay unquantized: two RMSNorms and the MoE router."""
-        return names.layer_parameters(self.config_dict(), linear=False)
+    def linear_shapes(self, layer: names.Layer | None = None) -> list[tuple[int, int, int]]:
+        """(out_features, in_features, count) of one decoder layer's linear weights (of kind `layer`; by default the
+        most common kind): what bitsandbytes quantizes."""
+        return names.layer_linear_shapes(self.config_dict(), layer)
+
+    def layer_unquantized_parameters(self, layer: names.Layer | None = None) -> int:
+        """Parameters of one decoder layer that stay unquantized: norms, the MoE router, the Large line's indexer and
+        softmax scaling."""
+        return names.layer_parameters(self.config_dict(), linear=False, layer=layer)
 
     def embedding_parameters(self) -> int:
-        """Token embeddings, `lm_head` (unless tied) and the final norm: always in the compute dtype."""
+        """Token embeddings, `lm_head` (unless tied), the final norm (and the rotary `alpha`, a vision tower and its
+        projector where planned): always in the compute dtype (`alpha` in float32)."""
         return names.model_parameters(self.config_dict())
+
+    def embedding_bytes(self, dtype_bytes: int) -> int:
+        """Bytes of `embedding_parameters` as loaded."""
+        config = self.config_dict()
+        kept = names.model_parameters(config, float32=True)
+        return names.model_parameters(config, float32=False) * dtype_bytes + kept * FLOAT32_BYTES
 
     def parameter_count(self) -> int:
         return names.parameter_count(self.config_dict())
 
-    def kv_bytes_per_token(self, dtype_bytes: int) -> int:
-        return self.num_layers * self.num_kv_heads * self.head_dim * 2 * dtype_bytes
+    def layer_kv_bytes_per_token(self, layer: names.Layer, dtype_bytes: int) -> int:
+        """Bytes one decoder layer's cache holds per token."""
+        config = self.config_dict()
+        if layer.attention == names.GQA:
+            return self.num_kv_heads * self.head_dim * 2 * dtype_bytes
+        rope = config["qk_rope_head_dim"]
+        if not self.latent_kv_cache:  # per-head keys (nope + rope) and values
+            return self.num_heads * (config["qk_nope_head_dim"] + rope + config["v_head_dim"]) * dtype_bytes
+        latent = config["kv_lora_rank"] + (rope if layer.rope else 0) if layer.own_kv else 0
+        indexer_keys = config["index_head_dim"] if layer.indexer else 0
+        return (latent + indexer_keys) * dtype_bytes
 
-    def layer_bytes(self, quantization: str | None, double_quant: bool, dtype_bytes: int) -> int:
-        """Bytes of one decoder layer stored as bitsandbytes stores it."""
+    def kv_bytes_per_token(self, dtype_bytes: int) -> int:
+        """Bytes the KV cache grows by per token (before any sliding window is full)."""
+        return sum(count * self.layer_kv_bytes_per_token(layer, dtype_bytes) for layer, count in self._groups())
+
+    def kv_cache_bytes(self, context_length: int, batch_size: int, dtype_bytes: int) -> int:
+        """Bytes of the KV cache after `context_length` tokens of each of `batch_size` sequences: sliding-window
+        layers keep the window only."""
+        window = self.sliding_window
+        if window is not None and self.config_dict().get("model_type") not in WHOLE_WINDOW_MODEL_TYPES:
+            window -= 1
+        total = 0
+        for layer, count in self._groups():
+            tokens = min(context_length, window) if layer.sliding and window is not None else context_length
+            total += count * tokens * self.layer_kv_bytes_per_token(layer, dtype_bytes)
+        return batch_size * total
+
+    def _groups(self) -> list[tuple[names.Layer, int]]:
+        return names.layer_groups(self.config_dict())
+
+    def layer_bytes(
+        self, quantization: str | None, double_quant: bool, dtype_bytes: int, layer: names.Layer | None = None
+    ) -> int:
+        """Bytes of one decoder layer (of kind `layer`; by default the most common kind) stored as bitsandbytes
+        stores it."""
+        config = self.config_dict()
         linear = sum(
             count * linear_bytes(out, inp, quantization, double_quant, dtype_bytes)
-            for out, inp, count in self.linear_shapes()
+            for out, inp, count in names.layer_linear_shapes(config, layer)
         )
-        return linear + self.layer_unquantized_parameters() * dtype_bytes
+        kept = names.layer_parameters(config, linear=False, layer=layer, float32=True)
+        rest = names.layer_parameters(config, linear=False, layer=layer, float32=False)
+        return linear + rest * dtype_bytes + kept * FLOAT32_BYTES
+
+    def each_layer_bytes(self, quantization: str | None, double_quant: bool, dtype_bytes: int) -> list[int]:
+        """`layer_bytes` of every decoder layer, in order."""
+        sizes = {layer: self.layer_bytes(quantization, double_quant, dtype_bytes, layer) for layer, _ in self._groups()}
+        return [sizes[layer] for layer in self.layers()]
 
 
 def linear_bytes(out: int, inp: int, quantization: str | None, double_quant: bool, dtype_bytes: int) -> int:
@@ -190,6 +324,7 @@ class MemoryPlan:
     offloaded_layers: int = 0
     offloaded_bytes: int = 0
     layer_bytes: int = 0
+    offloaded_device_bytes: int | None = None  # what the offloaded layers would take on the device (layers differ)
 
     @property
     def total_bytes(self) -> int:
@@ -198,7 +333,8 @@ class MemoryPlan:
     @property
     def device_bytes(self) -> int:
         """What must fit on the device (GPU, or RAM on CPU) after offloading."""
-        return self.total_bytes - self.offloaded_layers * self.layer_bytes
+        offloaded = self.offloaded_device_bytes
+        return self.total_bytes - (self.offloaded_layers * self.layer_bytes if offloaded is None else offloaded)
 
     @property
     def available_bytes(self) -> int | None:
@@ -287,9 +423,9 @@ def estimate(
     """The plan for one concrete format. With `offload`, as many decoder layers as fit stay on the GPU and the rest
     go to CPU RAM unquantized (what `device_map="auto"` does with bitsandbytes' CPU offload)."""
     layer_bytes = shape.layer_bytes(quantization, double_quant, dtype_bytes)
-    weights = shape.embedding_parameters() * dtype_bytes + shape.num_layers * layer_bytes
-    cached_tokens = min(context_length, shape.sliding_window or context_length)
-    kv_cache = batch_size * cached_tokens * shape.kv_bytes_per_token(dtype_bytes)
+    each_layer = shape.each_layer_bytes(quantization, double_quant, dtype_bytes)
+    weights = shape.embedding_bytes(dtype_bytes) + sum(each_layer)
+    kv_cache = shape.kv_cache_bytes(context_length, batch_size, dtype_bytes)
     plan = MemoryPlan(
         model=shape.name,
         preset=preset,
@@ -307,19 +443,42 @@ def estimate(
     )
     if not offload or hardware is None:
         return plan
-    spare = hardware.free_memory - (plan.total_bytes - shape.num_layers * layer_bytes)
-    on_gpu = max(0, min(shape.num_layers, spare // layer_bytes))
-    offloaded = shape.num_layers - on_gpu
-    unquantized_layer = shape.layer_bytes(None, False, dtype_bytes)
-    return dataclasses.replace(plan, offloaded_layers=offloaded, offloaded_bytes=offloaded * unquantized_layer)
+    # device_map="auto" fills the GPU with the first layers and offloads the rest.
+    spare = hardware.free_memory - (plan.total_bytes - sum(each_layer))
+    on_gpu = 0
+    while on_gpu < shape.num_layers and each_layer[on_gpu] <= spare:
+        spare -= each_layer[on_gpu]
+        on_gpu += 1
+    unquantized = shape.each_layer_bytes(None, False, dtype_bytes)[on_gpu:]
+    return dataclasses.replace(
+        plan,
+        offloaded_layers=shape.num_layers - on_gpu,
+        offloaded_bytes=sum(unquantized),
+        offloaded_device_bytes=sum(each_layer[on_gpu:]),
+    )
 
 
 def _activation_bytes(shape: ModelShape, tokens: int, batch_size: int, dtype_bytes: int) -> int:
     """Peak transient memory while prefilling all tokens in one pass (an estimate): one decoder layer's hidden
-    states, q/k/v and MLP intermediates (top-k experts for MoE), plus float32 logits for the last position."""
-    experts = shape.experts_per_token or 1
-    q_kv = (shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim
-    per_token = 2 * shape.hidden_size + q_kv + 3 * experts * shape.intermediate_size
+    states, its attention inputs (q/k/v; for latent attention the queries, the latent and the per-head keys and values
+    it expands to, and the Large line's indexer queries) and MLP intermediates (top-k experts, and the shared experts,
+    for MoE; the widest layer's), plus float32 logits for the last position."""
+    config = shape.config_dict()
+    if names.layout(config) == names.GQA_LAYOUT:
+        experts = shape.experts_per_token or 1
+        q_kv = (shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim
+        per_token = 2 * shape.hidden_size + q_kv + 3 * experts * shape.intermediate_size
+        return tokens * per_token * dtype_bytes + batch_size * shape.vocab_size * 4
+    sizes = names.dimensions(config)
+    qk = config["qk_nope_head_dim"] + config["qk_rope_head_dim"]
+    attention = sizes["q_heads"] + sizes["kv_a"] + shape.num_heads * (qk + config["v_head_dim"]) + sizes["index_q"]
+    mlp = max(
+        3 * (shape.experts_per_token * sizes["moe_inter"] + sizes["shared_inter"])
+        if layer.mlp == names.MOE
+        else 3 * shape.intermediate_size
+        for layer, _ in names.layer_groups(config)
+    )
+    per_token = 2 * shape.hidden_size + attention + mlp
     return tokens * per_token * dtype_bytes + batch_size * shape.vocab_size * 4
 
 

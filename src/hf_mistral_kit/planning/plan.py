@@ -18,13 +18,16 @@ def plan_memory(
     context_length: int,
     batch_size: int = 1,
     hardware: Hardware | None = None,
+    vision: bool = False,
 ) -> MemoryPlan:
     """Memory needed by a model (config, config dict, or path) in a preset, for `context_length` tokens per sequence.
 
     With `hardware`, the preset is resolved against it (so 'half' becomes bf16 or fp16, impossible presets raise)
-    and `fits` answers; without, `fits` is None. 'auto' needs hardware, since it picks by what fits.
+    and `fits` answers; without, `fits` is None. 'auto' needs hardware, since it picks by what fits. A
+    vision-language model (mistral3, mistral_large4) is planned as its text model (what a causal LM of it loads), or
+    with `vision=True` as the whole model (its vision tower and projector, unquantized).
     """
-    shape = ModelShape.from_config(config_or_path)
+    shape = ModelShape.from_config(config_or_path, vision=vision)
     if isinstance(preset, ResolvedPreset):
         return preset.plan_for(shape, context_length=context_length, batch_size=batch_size, hardware=hardware)
     name = preset.name if isinstance(preset, Preset) else preset

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..architectures import find_architecture
 from .hardware import BITSANDBYTES_MIN_VERSION, FLASH_ATTN_MIN_VERSION, GiB, Hardware
 from .memory import CPU_OVERHEAD_BYTES, MemoryPlan, ModelShape, default_context_length, estimate
 
@@ -183,8 +184,10 @@ def _resolve(
         kwargs["quantization_config"] = _bitsandbytes_config(preset.quantization, dtype, offload)
         notes.append(_quantization_note(preset.quantization, dtype, hardware, on_gpu))
         if shape is not None and shape.num_experts:
+            row = find_architecture(shape.config_dict().get("model_type") or "mixtral")
+            experts = "Mixtral" if row is not None and row.model_type == "mixtral" else "routed"
             notes.append(
-                "the Mixtral experts are quantized only when loaded through hf_mistral_kit "
+                f"the {experts} experts are quantized only when loaded through hf_mistral_kit "
                 "(transformers 5 keeps its fused expert weights unquantized)."
             )
     kwargs["device_map"] = "cuda:0" if on_gpu else "cpu"

@@ -26,7 +26,7 @@ from ..chat.limits import recursion_room
 from ..chat.prepare import prepare_chat
 from ..chat.replies import has_thinking_tokens
 from ..chat.templates import reply_format_of, template_name
-from ..versions import CHATML, TokenizerKind, find_format, template_kind
+from ..versions import CHATML, REASONING_EFFORT, TokenizerKind, find_format, template_kind
 from .errors import panics_as_file_errors
 from .escaping import CHUNK_BREAK, ControlTokenEscaper
 
@@ -47,13 +47,24 @@ class MistralTokenizerBase(TokenizersBackend):
     model_input_names = ["input_ids", "attention_mask"]
     kind: ClassVar[TokenizerKind]  # which kind of Mistral tokenizer file the subclass reads
 
-    def __init__(self, *args: Any, mistral_version: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        mistral_version: str | None = None,
+        model_settings_builder: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
         backend = kwargs.pop("_backend", None)  # built for this tokenizer alone: used without the base class's copy
         if backend is not None:
             self._tokenizer = backend
         kwargs.setdefault("clean_up_tokenization_spaces", False)
+        if model_settings_builder is not None:  # saved in tokenizer_config.json, as mistral_version is
+            kwargs["model_settings_builder"] = model_settings_builder
         super().__init__(*args, mistral_version=mistral_version, **kwargs)
         self.mistral_version = mistral_version
+        # A tekken v15 file's model settings (`hf_mistral_kit.tokenizers.tekken.read_tekken`): the reasoning efforts
+        # its model takes and the default, which `apply_chat_template` resolves `reasoning_effort` with.
+        self.model_settings_builder = model_settings_builder
         if kwargs.get("response_template") is not None:  # transformers releases that do not read it (< 5.13)
             self.response_template = kwargs["response_template"]
 
@@ -204,6 +215,9 @@ class MistralTokenizerBase(TokenizersBackend):
         Differences that make the ids exact: tool results and arguments are JSON-normalized as mistral-common does,
         control-token spellings inside the conversation stay text, and the tokenizer is exact.
         `continue_final_message=True` leaves the final assistant message open (mistral-common's `prefix=True`).
+        `reasoning_effort="high"` sets tokenizer v15's model settings (one of the values its tekken file's
+        `model_settings_builder` allows; its default when not given), as mistral-common's request field does; other
+        versions refuse it, as mistral-common does.
         """
         if continue_final_message and add_generation_prompt:
             raise ValueError("continue_final_message and add_generation_prompt are not compatible.")
@@ -218,6 +232,7 @@ class MistralTokenizerBase(TokenizersBackend):
         # Plain, validated data (hf_mistral_kit.chat.prepare), then every string in it escaped.
         template = self.get_chat_template(chat_template, tools)
         name, mode = template_name(template), kwargs.pop("validation_mode", None)
+        reasoning_effort = kwargs.pop(REASONING_EFFORT, None)
         self._check_template(name)
         chats = [
             prepare_chat(
@@ -230,6 +245,8 @@ class MistralTokenizerBase(TokenizersBackend):
                 continue_final_message=continue_final_message,
                 add_generation_prompt=add_generation_prompt,
                 thinking_tokens=self._has_thinking_tokens,
+                reasoning_effort=reasoning_effort,
+                model_settings_builder=self.model_settings_builder,
             )
             for chat in conversations
         ]
@@ -246,6 +263,7 @@ class MistralTokenizerBase(TokenizersBackend):
                 **{
                     **self.special_tokens_map,
                     **escaper.escape(kwargs),
+                    **escaper.escape(chats[0].settings),  # the model settings, resolved (v15)
                     **({"chunk_break": CHUNK_BREAK} if tokenize else {}),
                 },
             )

@@ -70,8 +70,8 @@ def find_mistral_tokenizer_file(directory: str | os.PathLike) -> Path | None:
 
 
 def kit_tokenizer_file(directory: str | os.PathLike) -> Path | None:
-    """The directory's Mistral tokenizer file if it is of a version the kit templates (else None: a tekken v15 file,
-    for one, is left to mistral-common)."""
+    """The directory's Mistral tokenizer file if it is of a version the kit templates (else None: a tekken file of a
+    later version, for one, is left to mistral-common)."""
     path = find_mistral_tokenizer_file(directory)
     if path is not None and is_tekken_file(path):
         try:
@@ -220,10 +220,11 @@ def _from_tokenizer_json(directory: Path, config: dict[str, Any], kwargs: dict[s
         tokenizer = MistralTekkenTokenizer.from_pretrained(str(directory), **_tokenizer_kwargs(kwargs))
         if version is None:
             logger.warning(
-                "%s has no tekken.json: its tokenizer.json is used as it is, and its tekken version (v3, v7, v11 or "
-                "v13), which decides Mistral's chat format, is unknown, so the folder's own chat template is kept. "
-                "Add the model's tekken.json for the kit's exact template.",
+                "%s has no tekken.json: its tokenizer.json is used as it is, and its tekken version (%s), which "
+                "decides Mistral's chat format, is unknown, so the folder's own chat template is kept. Add the "
+                "model's tekken.json for the kit's exact template.",
                 directory,
+                ", ".join(versions(TokenizerKind.tekken)),
             )
         return tokenizer
     tokenizer = MistralSentencePieceTokenizer.from_pretrained(str(directory), **_tokenizer_kwargs(kwargs))

@@ -1,10 +1,11 @@
-"""Mistral's tekken.json (Mistral-Nemo and later: tokenizer v3, v7, v11, v13) as an exact `tokenizers` pipeline.
+"""Mistral's tekken.json (Mistral-Nemo and later: tokenizer v3 to v15) as an exact `tokenizers` pipeline.
 
 tiktoken's byte-level BPE, reproduced exactly: the file's own pre-tokenizer regex, merges ranked by the rank of the
 merged token (ties between two pairs cannot arise on a tekken vocabulary: tested on every code point), a whole
 pre-token that is in the vocabulary taken as it is (tiktoken's shortcut: `ignore_merges`), the special tokens at ids
 0 .. n-1 and the vocabulary after them, and byte-level decoding of each run of text tokens on its own, as
-mistral-common decodes.
+mistral-common decodes. A v15 file's `model_settings_builder` (the reasoning efforts its model takes, and the default)
+is read and checked at load, and travels with the tokenizer to its chat template.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 
-from ..versions import TEKKEN_FILE, TokenizerKind, find_format, versions
+from ..versions import TEKKEN_FILE, MistralFormat, TokenizerKind, TokenizerVersion, find_format, versions
 from .base import MistralTokenizerBase
 from .errors import TokenizerFileError
 
@@ -40,9 +41,10 @@ MAX_SPECIAL_TOKENS = 100_000
 
 
 def read_tekken(path: str | os.PathLike) -> dict[str, Any]:
-    """The contents of a tekken.json, checked: `config` (pattern, sizes, `version`), `vocab` in rank order and the
-    special tokens (mistral-common's default list for files of v7 and before that have none). Raises
-    `TokenizerFileError` naming what in the file is wrong."""
+    """The contents of a tekken.json, checked: `config` (pattern, sizes, `version`), `vocab` in rank order, the
+    special tokens (mistral-common's default list for files of v7 and before that have none) and, from v15 on, the
+    `model_settings_builder` ("settings"; None before v15). Raises `TokenizerFileError` naming what in the file is
+    wrong."""
     path = Path(path)
     try:
         data = json.loads(path.read_bytes())
@@ -107,7 +109,51 @@ def read_tekken(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} is a tekken {version} file without the control tokens {', '.join(missing)} that Mistral's "
             f"{version} format writes (mistral-common refuses it too); use the model's own tekken.json."
         )
-    return {"path": str(path), "pattern": pattern, "version": version, "specials": names, "tokens": tokens}
+    settings = _model_settings(path, data.get("model_settings_builder"), row)
+    return {
+        "path": str(path),
+        "pattern": pattern,
+        "version": version,
+        "specials": names,
+        "tokens": tokens,
+        "settings": settings,
+    }
+
+
+def _model_settings(path: Path, builder: Any, row: MistralFormat) -> dict[str, Any] | None:
+    """A file's `model_settings_builder` as mistral-common reads it (`ModelSettingsBuilder`), normalized (every field
+    written out), for tokenizer v15 and later; None before v15, where mistral-common refuses the section. The kit
+    renders the builders Mistral ships, with a `reasoning_effort` enum and no `json_schema`."""
+    if row.version < TokenizerVersion.v15:
+        if builder is not None:
+            raise TokenizerFileError(
+                f"{path} is a tekken {row.version} file with a model_settings_builder, which tokenizer v15 introduced "
+                "(mistral-common refuses it too); remove that section, or use the model's own tekken.json."
+            )
+        return None
+    if builder is None:
+        raise TokenizerFileError(
+            f"{path} is a tekken {row.version} file without its model_settings_builder (mistral-common loads it but "
+            "refuses every conversation with it); use the model's own tekken.json."
+        )
+    from mistral_common.tokens.tokenizers.model_settings_builder import ModelSettingsBuilder
+
+    try:
+        parsed = ModelSettingsBuilder.model_validate(builder)
+    except (ValueError, TypeError) as error:  # pydantic's ValidationError is a ValueError
+        reason = " ".join(str(error).split())
+        raise TokenizerFileError(
+            f"{path}: its model_settings_builder is not one mistral-common reads ({reason}); use the model's own "
+            "tekken.json."
+        ) from None
+    if parsed.json_schema is not None or parsed.reasoning_effort is None:
+        has = "no reasoning_effort" if parsed.json_schema is None else "json_schema (response_format as model settings)"
+        raise TokenizerFileError(
+            f"{path}: its model_settings_builder has {has}; hf-mistral-kit renders the model settings of builders "
+            "with a reasoning_effort and no json_schema (Mistral Small 4's). Load it with transformers' "
+            "MistralCommonBackend instead."
+        )
+    return parsed.model_dump(mode="json", exclude_none=True)
 
 
 def _count(config: dict[str, Any], key: str, low: int, high: int) -> int:
@@ -186,7 +232,8 @@ class MistralTekkenTokenizer(MistralTokenizerBase):
     mistral-common's Tekkenizer: its own pre-tokenizer regex, byte-level BPE, the special tokens at ids 0 .. n-1
     (`<s>` 1, `</s>` 2, `[INST]` 3, ...) and byte-level decoding, each run of text tokens on its own.
 
-    `mistral_version` is the file's `config.version` (v3, v7, v11, v13), which picks the kit's template.
+    `mistral_version` is the file's `config.version` (v3, v7, v11, v13, v15), which picks the kit's template;
+    `model_settings_builder` its v15 model settings (the reasoning efforts the model takes, and the default).
     """
 
     vocab_files_names = {"vocab_file": TEKKEN_FILE, "tokenizer_file": "tokenizer.json"}
@@ -197,6 +244,7 @@ class MistralTekkenTokenizer(MistralTokenizerBase):
         """The tokenizer of a tekken file (`tekken.json`, mistral-common's `tekken_240718.json`, ...)."""
         tekken = read_tekken(tekken_file)
         specials = tekken["specials"]
+
         kwargs = {
             "bos_token": "<s>",
             "eos_token": "</s>",
@@ -205,6 +253,8 @@ class MistralTekkenTokenizer(MistralTokenizerBase):
             "add_eos_token": False,
             "extra_special_tokens": [name for name in specials if name not in ("<s>", "</s>", "<unk>")],
             **kwargs,
+            # The file is the one home of its model settings.
+            "model_settings_builder": tekken["settings"],
         }
         backend = build_tekken_backend(tekken)
         return cls(_backend=backend, vocab_file=str(tekken_file), mistral_version=tekken["version"], **kwargs)
