@@ -181,6 +181,11 @@ def test_mistral3_causal_lm_is_the_text_model_from_both_save_layouts(tmp_path, o
     torch.testing.assert_close(logits(whole), logits(upstream), rtol=1e-5, atol=1e-5)
     # from_config: the text model too.
     assert type(kit.AutoModelForCausalLM.from_config(upstream.config)) is kit.modeling.KitMinistral3ForCausalLM
+    # Config keyword arguments apply to the text model, as transformers applies them to the config it reads.
+    windowed = kit.AutoModelForCausalLM.from_pretrained(
+        tmp_path, sliding_window=3, use_cache=False, dtype=torch.float32
+    )
+    assert (windowed.config.sliding_window, windowed.config.use_cache, windowed.dtype) == (3, False, torch.float32)
 
 
 def test_image_text_to_text_loads_the_whole_model_with_presets(vision_checkpoint, tmp_path):
@@ -256,3 +261,32 @@ def test_load_model_on_each_architecture(kind):
     assert type(model).__name__ == expected
     chat = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], return_tensors="pt", return_dict=True)
     assert model.generate(**chat, max_new_tokens=3, do_sample=False).shape[1] == chat["input_ids"].shape[1] + 3
+
+
+def test_a_mistral3_head_loaded_apart_stays_apart(tmp_path):
+    """Mistral Small 3.x's config.json leaves out the wrapper's `tie_word_embeddings`, whose default is True, while the
+    checkpoint holds its own lm_head: the loaded model says untied, so a resize (adding a pad token) or a save keeps
+    the trained head."""
+    torch.manual_seed(0)
+    config = make_config({key: value for key, value in CASES["mistral3"].items() if key != "tie_word_embeddings"})
+    assert config.tie_word_embeddings  # transformers' default
+    config.tie_word_embeddings = False
+    upstream = transformers.AutoModelForImageTextToText.from_config(config)
+    upstream.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved.pop("tie_word_embeddings")
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    for auto_class in (kit.AutoModelForCausalLM, kit.AutoModelForImageTextToText):
+        model = auto_class.from_pretrained(tmp_path)
+        assert model.config.tie_word_embeddings is False
+        model.resize_token_embeddings(upstream.config.text_config.vocab_size + 8)
+        head = model.get_output_embeddings().weight
+        assert head is not model.get_input_embeddings().weight
+        torch.testing.assert_close(head[: upstream.lm_head.weight.shape[0]], upstream.lm_head.weight)
+
+
+def test_the_vision_class_on_a_native_checkpoint_names_the_route():
+    native = kit.tiny_model("ministral3", native=True)
+    with pytest.raises(ValueError, match=r"native layout \(params.json\), which the kit loads as its text model only"):
+        kit.AutoModelForImageTextToText.from_pretrained(native)
+    assert type(kit.AutoModelForCausalLM.from_pretrained(native)).__name__ == "KitMinistral3ForCausalLM"

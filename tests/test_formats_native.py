@@ -2,6 +2,7 @@
 Magistral-style fields (head_dim other than dim / heads, a large rope_theta, max_seq_len, tekken.json)."""
 
 import json
+import logging
 import os
 import pickle
 
@@ -410,7 +411,7 @@ def load_formats_layer(directory):
         return model, checkpoint.config
 
 
-def test_a_ministral3_vision_release_loads_its_text_model_as_transformers_converter_does(tmp_path):
+def test_a_ministral3_vision_release_loads_its_text_model_as_transformers_converter_does(tmp_path, caplog):
     """params.json with yarn (apply_scale false), llama_4_scaling and vision_encoder, weights with the vision tower:
     the text model loads as transformers' Ministral3ForCausalLM (logits equal at positions past the llama 4 scaling
     threshold), the vision weights are left out; without `vision_encoder` they are refused."""
@@ -450,6 +451,12 @@ def test_a_ministral3_vision_release_loads_its_text_model_as_transformers_conver
         unscaled = upstream(plain)
         unscaled.load_state_dict(model.state_dict())
         assert not torch.allclose(unscaled(ids).logits, reference(ids).logits)  # the scaling is not a no-op here
+
+    # Converted to Hugging Face's layout, it is the text model, and the conversion says the vision encoder is not in it.
+    with caplog.at_level(logging.WARNING, logger="hf_mistral_kit.convert"):
+        kit.convert_checkpoint(native, tmp_path / "hf", to="hf")
+    assert "gets its text model only, without the vision encoder" in caplog.text
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "ministral3"
 
     params.pop("vision_encoder")
     (native / "params.json").write_text(json.dumps(params))

@@ -297,3 +297,43 @@ def test_str_summarizes_kwargs_and_notes():
         "BitsAndBytesConfig(load_in_4bit, nf4, double_quant, compute=float16), device_map='cuda:0'"
     )
     assert text.splitlines()[2] == f"  - {T4_NO_FA2}"
+
+
+# issue 21: the Large line's transformers class has no flash_attention_2 (`_supports_flash_attn = False`).
+def test_flash_attention_is_picked_only_where_the_architecture_has_it():
+    import dataclasses
+    import importlib
+
+    from hf_mistral_kit.architectures import ARCHITECTURES
+    from tiny_configs import MISTRAL4, MISTRAL_LARGE4, available
+
+    for row in ARCHITECTURES:  # the rows agree with transformers' classes, where the installed release has them
+        if available(row.model_type):
+            module = importlib.import_module(f"transformers.models.{row.model_type}.modeling_{row.model_type}")
+            assert getattr(module, row.causal_lm)._supports_flash_attn == row.flash_attention, row.model_type
+
+    h100 = dataclasses.replace(Hardware.profile("h100"), flash_attn=True)
+    assert resolve_preset("bf16", h100, model=MISTRAL4).kwargs["attn_implementation"] == "flash_attention_2"
+    for preset in ("auto", "bf16", "fp16", "4bit"):
+        resolved = resolve_preset(preset, h100, model=MISTRAL_LARGE4)
+        assert resolved.kwargs["attn_implementation"] == "sdpa"
+        assert "transformers' MistralLarge4ForConditionalGeneration has no flash_attention_2 -> sdpa." in resolved.notes
+    with pytest.raises(
+        PresetError, match="MistralLarge4ForConditionalGeneration does not support it; use preset='sdpa'"
+    ):
+        resolve_preset("fa2", h100, model=MISTRAL_LARGE4)
+
+
+def test_presets_plan_what_the_auto_class_loads_of_a_vision_language_model():
+    """A causal LM of mistral3 is its text model; the Large line has none but the whole model (what the kit's
+    AutoModelForCausalLM and load_model load); AutoModelForImageTextToText (vision=True) loads every wrapper whole."""
+    from hf_mistral_kit.planning.memory import ModelShape
+    from tiny_configs import MISTRAL3, MISTRAL_LARGE4
+
+    cpu = Hardware.profile("cpu")
+    for config, causal_lm_is_whole in ((MISTRAL3, False), (MISTRAL_LARGE4, True)):
+        text = ModelShape.from_config(config).parameter_count()
+        whole = ModelShape.from_config(config, vision=True).parameter_count()
+        assert whole > text
+        assert resolve_preset("cpu", cpu, model=config).plan.parameters == (whole if causal_lm_is_whole else text)
+        assert resolve_preset("cpu", cpu, model=config, vision=True).plan.parameters == whole

@@ -7,6 +7,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import re
 import tempfile
 import time
 
@@ -301,3 +302,13 @@ def test_tiny_model_takes_a_tokenizer_file_and_caches_it_by_contents(cache, mist
     assert kit.tiny_model("mistral", tokenizer=copy) == path  # the same contents: the same cached build
     with pytest.raises(ValueError, match=r"must be one of v1, v2, v3, v7, tekken, got '.*missing.json', which is no"):
         kit.tiny_model("mistral", tokenizer=tmp_path / "missing.json")
+
+
+def test_tiny_model_has_a_kind_for_every_architecture():
+    from hf_mistral_kit.architectures import ARCHITECTURES
+
+    assert set(KINDS) == set(DEFAULT_TOKENIZERS) == {row.model_type for row in ARCHITECTURES}
+    if "mistral_large4" not in transformers.models.auto.configuration_auto.CONFIG_MAPPING_NAMES:
+        installed = re.escape(f"installed transformers {transformers.__version__} does not")
+        with pytest.raises(ValueError, match=installed + r": pip install -U 'transformers>=5\.25'"):
+            kit.tiny_model("mistral_large4")

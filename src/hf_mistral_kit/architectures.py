@@ -27,6 +27,9 @@ class Architecture:
     # The transformers release the kit's support was verified with, for an architecture older releases lack (the
     # error of a kit Auto class on such a release names it). None: every supported release has it.
     needs_transformers: str | None = None
+    # Whether transformers' class runs attn_implementation="flash_attention_2" (its `_supports_flash_attn`): the
+    # presets fall back to sdpa where it does not.
+    flash_attention: bool = True
 
 
 ARCHITECTURES: tuple[Architecture, ...] = (
@@ -52,6 +55,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
         vision=True,
         text_model_type="mistral_large4_text",
         needs_transformers="5.25",
+        flash_attention=False,  # transformers 5.25: "flash-mla kernels need a bit more work"
     ),
 )
 
@@ -62,6 +66,14 @@ MODEL_TYPES: tuple[str, ...] = tuple(name for row in ARCHITECTURES for name in (
 def find_architecture(model_type: str | None) -> Architecture | None:
     """The row of a transformers or kit `model_type` (None for any other model)."""
     return next((row for row in ARCHITECTURES if model_type in (row.model_type, row.kit_model_type)), None)
+
+
+def find_text_model_architecture(model_type: str | None) -> Architecture | None:
+    """The row a text model's `model_type` belongs to: its own, or that of the wrapper it is the text model of
+    (`mistral_large4_text`); None for any other model."""
+    return find_architecture(model_type) or next(
+        (row for row in ARCHITECTURES if model_type is not None and model_type == row.text_model_type), None
+    )
 
 
 def architecture(model_type: str) -> Architecture:

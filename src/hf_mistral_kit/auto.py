@@ -33,7 +33,7 @@ from typing import Any
 import transformers
 from transformers import PreTrainedConfig
 
-from .architectures import MODEL_TYPES
+from .architectures import MODEL_TYPES, find_architecture
 from .formats.dispatch import find_checkpoint, local_checkpoint
 from .formats.gguf import load_gguf_tokenizer
 from .hub import TOKENIZER_AND_CONFIG_FILES, hub_kwargs
@@ -60,14 +60,16 @@ def _kit_config_class(path: str | os.PathLike, kwargs: dict[str, Any]) -> type[P
     return kit_config_class(config_dict.get("model_type"))
 
 
-def _with_preset(preset: str | None, context_length: int | None, model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _with_preset(
+    preset: str | None, context_length: int | None, model: Any, kwargs: dict[str, Any], vision: bool | None = None
+) -> dict[str, Any]:
     if preset is None:
         if context_length is not None:
             raise TypeError("context_length only sizes a preset's memory plan: pass it together with preset=.")
         return kwargs
     from .planning.presets import resolve_preset
 
-    resolved = resolve_preset(preset, model=model, context_length=context_length)
+    resolved = resolve_preset(preset, model=model, context_length=context_length, vision=vision)
     for note in resolved.notes:
         logger.info("preset %s: %s", preset, note)
     return {**resolved.kwargs, **kwargs}
@@ -93,7 +95,7 @@ class _KitAutoModel:
                 wrapper = kwargs.pop("config", None)
                 if not isinstance(wrapper, PreTrainedConfig):
                     wrapper = config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs(kwargs))
-                kwargs["config"] = wrapper.text_model_config()
+                kwargs["config"] = _with_config_kwargs(wrapper.text_model_config(), kwargs)
                 kwargs["key_mapping"] = {**wrapper.text_key_mapping, **(kwargs.get("key_mapping") or {})}
                 config_class = type(kwargs["config"])
         model = kwargs.get("config") or pretrained_model_name_or_path
@@ -101,10 +103,26 @@ class _KitAutoModel:
             source = find_checkpoint(pretrained_model_name_or_path, kwargs)
             if source is not None and source.layout == "gguf":
                 model = source.config_dict()  # the preset plans from it
-        kwargs = _with_preset(preset, context_length, model, kwargs)
+        # The whole vision-language model is planned where it is loaded whole (a text route changed config_class).
+        row = None if config_class is None else find_architecture(config_class.model_type)
+        vision = True if row is not None and row.vision else None
+        kwargs = _with_preset(preset, context_length, model, kwargs, vision)
         if config_class is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        return cls._kit_model_class(config_class).from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        try:
+            model_class = cls._kit_model_class(config_class)
+        except ValueError:
+            source = find_checkpoint(pretrained_model_name_or_path, kwargs)
+            if source is not None and source.layout == "native" and cls._model_mapping is _IMAGE_TEXT_MAPPING:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} is in Mistral's native layout (params.json), which the kit "
+                    "loads as its text model only (hf_mistral_kit.AutoModelForCausalLM): load the Hugging Face "
+                    "release (config.json) for the vision-language model."
+                ) from None
+            raise
+        loaded = model_class.from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        _untie_a_separate_head(loaded[0] if isinstance(loaded, tuple) else loaded)
+        return loaded
 
     @classmethod
     def from_config(cls, config: PreTrainedConfig, **kwargs: Any):
@@ -138,6 +156,35 @@ class _KitAutoModel:
             ) from None
 
 
+def _untie_a_separate_head(model: Any) -> None:
+    """A checkpoint's own output head, loaded apart from the embeddings, stays apart: its config says untied.
+
+    mistral3's wrapper config says `tie_word_embeddings: true` unless config.json says otherwise (transformers'
+    default since Ministral-3-3B), while the releases with their own `lm_head` (Mistral Small 3.x) leave it out;
+    transformers then loads the head untied but keeps the flag, so the next `resize_token_embeddings` or `tie_weights`
+    would replace the trained head with the embeddings, and a save would say tied.
+    """
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or embeddings is None or head.weight is embeddings.weight:
+        return
+    for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+        if getattr(config, "tie_word_embeddings", False):
+            config.tie_word_embeddings = False
+
+
+# `from_pretrained` arguments that configs also hold as attributes but that are loading arguments, not config values.
+_LOADING_ARGUMENTS = ("dtype", "torch_dtype", "quantization_config", "attn_implementation", "device_map")
+
+
+def _with_config_kwargs(config: PreTrainedConfig, kwargs: dict[str, Any]) -> PreTrainedConfig:
+    """`config` with the keyword arguments that name its fields applied (and taken out of `kwargs`), as transformers'
+    `from_pretrained` applies them when it reads the config itself (`sliding_window=8`, `use_cache=False`)."""
+    fields = config.to_dict()
+    for key in [key for key in kwargs if key in fields and key not in _LOADING_ARGUMENTS]:
+        setattr(config, key, kwargs.pop(key))
+    return config
+
+
 def _auto_classes_for(row: Any) -> str:
     """The kit's Auto classes that load a family row's checkpoints."""
     offers = [
@@ -166,6 +213,9 @@ class AutoModelForSequenceClassification(_KitAutoModel, transformers.AutoModelFo
 
 class AutoModelForImageTextToText(_KitAutoModel, transformers.AutoModelForImageTextToText):
     """The whole vision-language model (mistral3, mistral_large4; and mistral4's causal LM, as in transformers)."""
+
+
+_IMAGE_TEXT_MAPPING = AutoModelForImageTextToText._model_mapping
 
 
 class AutoConfig(transformers.AutoConfig):

@@ -158,6 +158,9 @@ def tiny_model(
     """
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}.")
+    from .modeling.registration import family_row
+
+    family_row(kind)  # an architecture the installed transformers lacks: the error names the release that has it
     if native and "text_config" in _KINDS[kind]:
         raise ValueError(
             f"native=True: the kit writes Mistral's native layout for text models only, and {kind!r} is a "

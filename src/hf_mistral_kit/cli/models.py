@@ -155,11 +155,12 @@ def model_config(source: str) -> Any:
 
 
 def model_shape(config: Any, label: str) -> Any:
-    """The validated `ModelShape` of a Mistral/Mixtral config (path, dict or config object), labelled `label`."""
+    """The validated `ModelShape` of a Mistral-family config (path, dict or config object), labelled `label`: what
+    `load_model` loads of it (a vision-language wrapper's text model, or the whole Large line)."""
     from ..planning.memory import ModelShape
 
     try:
-        shape = ModelShape.from_config(config, mistral_only=True)
+        shape = ModelShape.from_config(config, mistral_only=True, vision=None)
     except FileNotFoundError as error:
         raise CLIError(str(error), ExitCode.MISSING) from None
     except (ValueError, TypeError, OSError) as error:

@@ -671,7 +671,8 @@ def gguf_architecture(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     route = "keep the Hugging Face or native checkpoint, or convert it with llama.cpp's convert_hf_to_gguf.py"
     if model_type not in ("mistral", "mixtral", "ministral", "ministral3"):
         raise GGUFError(
-            f"The kit writes GGUF files of mistral, mixtral and ministral3 text models, not {model_type!r}; {route}."
+            f"The kit writes GGUF files of mistral, mixtral, ministral (one window for every layer) and ministral3 "
+            f"text models, not {model_type!r}; {route}."
         )
     layer_types = config.get("layer_types") or ()
     if config.get("sliding_window") is not None and "full_attention" in layer_types:

@@ -157,7 +157,7 @@ class HFCheckpoint(Checkpoint):
         self.config = as_config_dict(AutoConfig.from_pretrained(self.directory))
         row = find_architecture(self.config.get("model_type"))
         if row is None:
-            raise ValueError(f"Expected a Mistral or Mixtral config, got model_type {self.config.get('model_type')!r}.")
+            raise ValueError(f"Expected a Mistral-family config, got model_type {self.config.get('model_type')!r}.")
         if row.vision or (row.latent_attention and row.model_type != "mistral4"):
             kind = "a vision-language model" if row.vision else "an attention-indexer model"
             raise NativeCheckpointError(

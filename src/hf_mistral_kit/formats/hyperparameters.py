@@ -75,8 +75,9 @@ FIELDS: tuple[Field, ...] = (
 REQUIRED_PARAMS = tuple(field.native[0] for field in FIELDS if "native" in field.required)
 
 # Fields of multi-head latent attention and DeepSeek-style experts (Mistral 4, the Large line): transformers' names
-# only (the kit reads no native params.json of them). `required` names the decoder layouts (`formats.names.layout`)
-# whose complete config must give the field; transformers' config classes fill in what a config.json leaves out.
+# (Mistral 4's params.json spellings are `_latent_config`'s). `required` names the decoder layouts
+# (`formats.names.layout`) whose complete config must give the field; transformers' config classes fill in what a
+# config.json leaves out.
 MISTRAL4, LARGE4 = "mistral4", "mistral_large4"
 MLA_LAYOUTS = (MISTRAL4, LARGE4)
 LATENT_FIELDS: tuple[Field, ...] = (
@@ -445,7 +446,7 @@ def check_params(params: Any, source: Any, error: type[Exception]) -> None:
         kind = "Mistral 4's (multi-head latent attention)" if latent else "Mixtral's"
         raise error(
             f"{source}: `moe` field(s) {', '.join(map(repr, unknown))} are not {kind}; the kit refuses the file rather "
-            f"than load a different model. {LATENT_ROUTE}."
+            f"than load a different model. {LATENT_ROUTE if latent else 'Load the Hugging Face release instead'}."
         )
     values = []
     for field in FIELDS:
@@ -735,16 +736,16 @@ def _latent_params(config: Mapping[str, Any], error: type[Exception]) -> dict[st
 
 
 def params_from_config(config: Mapping[str, Any], error: type[Exception] = ValueError) -> dict[str, Any]:
-    """A transformers config dict (`as_config_dict`) of a mistral, mixtral, ministral or ministral3 causal LM as a
-    native `params.json` dict; anything without an exact params.json spelling raises `error`."""
+    """A transformers config dict (`as_config_dict`) of a mistral, mixtral, ministral, ministral3 or mistral4 causal
+    LM as a native `params.json` dict; anything without an exact params.json spelling raises `error`."""
     row = find_architecture(config.get("model_type"))
     if row is not None and row.model_type == "mistral4":
         return _latent_params(config, error)
     if row is not None and (row.latent_attention or row.vision):
         raise error(
             f"model_type {config['model_type']!r} does not convert to Mistral's native layout with the kit (it writes "
-            "the text models mistral, mixtral, ministral and ministral3); keep the Hugging Face checkpoint, or save "
-            "it with transformers (mistral_large4's save_pretrained writes the native layout)."
+            "the text models mistral, mixtral, ministral, ministral3 and mistral4); keep the Hugging Face checkpoint, "
+            "or save it with transformers (mistral_large4's save_pretrained writes the native layout)."
         )
     rope = config.get("rope_parameters") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))

@@ -92,12 +92,12 @@ def config_dict_from_params(directory: str | os.PathLike) -> dict[str, Any]:
 
 def config_dict_from_params_dict(params: Any, source: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     """Translate the contents of a `params.json` (named `source` in errors) into a transformers config dict: model_type
-    mistral, mixtral, ministral or ministral3 (`hyperparameters.config_from_params`), the text model of a
+    mistral, mixtral, ministral, ministral3 or mistral4 (`hyperparameters.config_from_params`), the text model of a
     vision-language release (its `vision_encoder` is not loaded).
 
     Every field the kit reads is checked first (`hyperparameters.check_params`): types, bounds, consistency, and no
-    key the kit does not know. Multi-head latent attention models (Mistral Small 4, the Large line) are refused with
-    the route to their Hugging Face release.
+    key the kit does not know. The Large line (its attention indexer) is refused with the route to its Hugging Face
+    release.
     """
     check_params(params, source, NativeCheckpointError)
     for name in ("lora", "quantization"):

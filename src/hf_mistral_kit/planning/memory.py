@@ -123,12 +123,14 @@ class ModelShape:
     latent_kv_cache: bool = True
 
     @classmethod
-    def from_config(cls, config: Any, *, mistral_only: bool = False, vision: bool = False) -> ModelShape:
+    def from_config(cls, config: Any, *, mistral_only: bool = False, vision: bool | None = False) -> ModelShape:
         """From a `PretrainedConfig`, a config dict (HF `config.json` or Mistral's native `params.json`), a path to
         either file, to a GGUF file or to a checkpoint directory holding one, or a Hub model id.
 
         A vision-language wrapper (mistral3, mistral_large4) is planned as its text model (what a causal LM of it
-        loads), or with `vision` as the whole model (vision tower and projector in the compute dtype).
+        loads), or with `vision` as the whole model (vision tower and projector in the compute dtype); `vision=None`
+        plans what the kit's `AutoModelForCausalLM` loads: the whole model of a wrapper without a text-only class
+        (mistral_large4), the text model of the others.
         The numbers are validated first (`formats.hyperparameters`): a ValueError names the field that is wrong. With
         `mistral_only`, configs of other model types (llama, ...) are refused too.
         """
@@ -155,6 +157,8 @@ class ModelShape:
                 "mistral_large4, or Mistral's params.json)."
             )
         wrapper = find_architecture(model_type)
+        if vision is None:
+            vision = wrapper is not None and wrapper.vision and wrapper.text_model_type is not None
         if vision and (wrapper is None or not wrapper.vision):
             raise ValueError(f"{source} is not a vision-language model: plan it without vision=True.")
         check_present(config, source)

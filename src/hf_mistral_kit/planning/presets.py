@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..architectures import find_architecture
+from ..architectures import find_architecture, find_text_model_architecture
 from .hardware import BITSANDBYTES_MIN_VERSION, FLASH_ATTN_MIN_VERSION, GiB, Hardware
 from .memory import CPU_OVERHEAD_BYTES, MemoryPlan, ModelShape, default_context_length, estimate
 
@@ -124,18 +124,20 @@ def resolve_preset(
     model: Any = None,
     context_length: int | None = None,
     check_fit: bool = True,
+    vision: bool | None = None,
 ) -> ResolvedPreset:
     """Turn a preset name into `from_pretrained` kwargs for `hardware` (default: `Hardware.detect()`).
 
     `model` (a config, config dict, or path to a checkpoint/config.json/params.json) enables memory planning for
     `context_length` tokens (default: `memory.default_context_length`): 'auto' then picks the fastest preset that
     fits, and an explicit preset that does not fit raises (unless `check_fit=False`, e.g. when you pass your own
-    `device_map`).
+    `device_map`). A vision-language `model` is planned as the kit's `AutoModelForCausalLM` loads it (`vision=None`:
+    the text model of mistral3, the whole Large line), or whole with `vision=True` (`AutoModelForImageTextToText`).
     Raises `PresetError` for requests the hardware cannot do and `ImportError` when a needed package is missing.
     """
     preset = _lookup(name)
     hardware = hardware if hardware is not None else Hardware.detect()
-    shape = None if model is None else ModelShape.from_config(model)
+    shape = None if model is None else ModelShape.from_config(model, vision=vision)
     notes = []
     if shape is not None and context_length is None:
         context_length = default_context_length(shape)
@@ -175,7 +177,7 @@ def _resolve(
         notes.append(f"the model stays on the CPU although {hardware.device_name} is available.")
     elif not hardware.cuda and preset.device != "cpu":
         notes.append("no CUDA GPU: the model runs on the CPU.")
-    attn_implementation = _attention(preset, hardware, on_gpu, notes)
+    attn_implementation = _attention(preset, hardware, on_gpu, notes, _flash_attention_class(shape))
     _check_bitsandbytes(preset, hardware, name)
     dtype = _dtype(preset, hardware, on_gpu, notes)
 
@@ -218,8 +220,23 @@ def _resolve(
     return dataclasses.replace(resolved, plan=plan)
 
 
-def _attention(preset: Preset, hardware: Hardware, on_gpu: bool, notes: list[str]) -> str:
+def _flash_attention_class(shape: ModelShape | None) -> str | None:
+    """The transformers class of `shape`'s architecture where it runs no flash_attention_2 (None: it does, or the
+    model is not known)."""
+    row = None if shape is None else find_text_model_architecture(shape.config_dict().get("model_type"))
+    return None if row is None or row.flash_attention else row.causal_lm
+
+
+def _attention(preset: Preset, hardware: Hardware, on_gpu: bool, notes: list[str], no_flash: str | None = None) -> str:
     cc = hardware.compute_capability_str
+    if preset.attention == "flash_attention_2" and no_flash is not None:
+        raise PresetError(
+            f"flash_attention_2: transformers' {no_flash} does not support it; use preset='sdpa' (or 'auto', "
+            "'bf16', 'fp16', which pick sdpa for it)."
+        )
+    if preset.attention == "best" and on_gpu and no_flash is not None:
+        notes.append(f"transformers' {no_flash} has no flash_attention_2 -> sdpa.")
+        return "sdpa"
     if preset.attention == "flash_attention_2":
         if not on_gpu:
             raise PresetError(
