@@ -19,7 +19,7 @@ from transformers.core_model_loading import WeightRenaming
 from ..formats.dispatch import find_checkpoint
 from ..hub import HUB_KWARGS, LOADING_KWARGS
 from .experts import LoadOnlyConverter
-from .quantization import EXPERTS_AS_LINEARS, flatten_8bit_inputs, with_unquantized_modules
+from .quantization import EXPERTS_AS_LINEARS, experts_need_linear_layers, flatten_8bit_inputs, with_unquantized_modules
 
 # Every kit model class by name (filled as they are defined): what `config.json`'s `architectures` names.
 _KIT_CLASSES: dict[str, type] = {}
@@ -70,8 +70,13 @@ class KitConfigMixin:
             return {**config_dict, "model_type": cls.model_type}
         return config_dict
 
+    def __post_init__(self, **kwargs: Any):
+        super().__post_init__(**kwargs)
+        self._kit_retyped()
+
     def _kit_retyped(self) -> None:
-        """Called on an upstream config re-typed as this kit class (`to_kit_config`): fix what the kit fixes."""
+        """Called on every kit config once built, and on an upstream config re-typed as this kit class
+        (`to_kit_config`): fix what the kit fixes."""
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
@@ -177,6 +182,15 @@ def to_kit_config(config: Any) -> Any:
     kit_config.__dict__.pop("model_type", None)  # set by `from_dict` on configs read from config.json
     kit_config._kit_retyped()
     return kit_config
+
+
+def ready_language_model_config(config: Any) -> None:
+    """A vision-language wrapper's `text_config` readied for its language model (`AutoModel.from_config`): the kit's
+    config of its type, so the kit's class is built, told to build its experts as linear layers when the wrapper is
+    quantized (the quantization config lives on the wrapper's config only)."""
+    config.text_config = kit_text_config(config.text_config)
+    if experts_need_linear_layers(config):
+        setattr(config.text_config, EXPERTS_AS_LINEARS, True)
 
 
 def kit_text_config(config: Any) -> Any:

@@ -7,8 +7,6 @@ none (its `__post_init__` skips MistralConfig's default), and then no model can 
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 from transformers import MinistralConfig
 from transformers.models.ministral.modeling_ministral import (
@@ -27,10 +25,6 @@ ARCHITECTURE = find_architecture("ministral")
 class KitMinistralConfig(KitConfigMixin, MinistralConfig):
     model_type = ARCHITECTURE.kit_model_type
     upstream_model_type = ARCHITECTURE.model_type
-
-    def __post_init__(self, **kwargs: Any):
-        super().__post_init__(**kwargs)
-        self._kit_retyped()
 
     def _kit_retyped(self) -> None:
         if getattr(self, "head_dim", None) is None:

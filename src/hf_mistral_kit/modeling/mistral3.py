@@ -23,8 +23,15 @@ from transformers.models.mistral3.modeling_mistral3 import (
 )
 
 from ..architectures import find_architecture
-from .base import IGNORED_CHECKPOINT_KEYS, KitConfigMixin, KitModelMixin, kit_text_config, to_kit_config
-from .quantization import EXPERTS_AS_LINEARS, experts_need_linear_layers
+from .base import (
+    IGNORED_CHECKPOINT_KEYS,
+    KitConfigMixin,
+    KitModelMixin,
+    kit_text_config,
+    ready_language_model_config,
+    to_kit_config,
+)
+from .quantization import EXPERTS_AS_LINEARS
 
 ARCHITECTURE = find_architecture("mistral3")
 
@@ -44,10 +51,6 @@ class KitMistral3Config(KitConfigMixin, Mistral3Config):
     model_type = ARCHITECTURE.kit_model_type
     upstream_model_type = ARCHITECTURE.model_type
     text_key_mapping = TEXT_KEY_MAPPING
-
-    def __post_init__(self, **kwargs: Any):
-        super().__post_init__(**kwargs)
-        self._kit_retyped()
 
     def _kit_retyped(self) -> None:
         self.text_config = kit_text_config(self.text_config)
@@ -77,9 +80,7 @@ class KitMistral3Model(KitMistral3PreTrainedModel, Mistral3Model):
     def __init__(self, config: KitMistral3Config):
         # The language model comes from `AutoModel.from_config(config.text_config)`: the kit's class of its type,
         # which builds its experts as linear layers when the wrapper is quantized.
-        config.text_config = kit_text_config(config.text_config)
-        if experts_need_linear_layers(config):
-            setattr(config.text_config, EXPERTS_AS_LINEARS, True)
+        ready_language_model_config(config)
         super().__init__(config)
 
 

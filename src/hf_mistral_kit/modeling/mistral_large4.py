@@ -29,9 +29,8 @@ from transformers.models.mistral_large4.modeling_mistral_large4 import (
 )
 
 from ..architectures import find_architecture
-from .base import KitConfigMixin, KitModelMixin, kit_text_config
+from .base import KitConfigMixin, KitModelMixin, kit_text_config, ready_language_model_config
 from .experts import experts_need_linear_layers, unfuse_converters, use_linear_experts
-from .quantization import EXPERTS_AS_LINEARS
 
 ARCHITECTURE = find_architecture("mistral_large4")
 
@@ -44,10 +43,6 @@ class KitMistralLarge4TextConfig(KitConfigMixin, MistralLarge4TextConfig):
 class KitMistralLarge4Config(KitConfigMixin, MistralLarge4Config):
     model_type = ARCHITECTURE.kit_model_type
     upstream_model_type = ARCHITECTURE.model_type
-
-    def __post_init__(self, **kwargs: Any):
-        super().__post_init__(**kwargs)
-        self._kit_retyped()
 
     def _kit_retyped(self) -> None:
         self.text_config = kit_text_config(self.text_config)
@@ -86,9 +81,7 @@ class KitMistralLarge4Model(KitMistralLarge4PreTrainedModel, MistralLarge4Model)
     def __init__(self, config: KitMistralLarge4Config):
         # The language model comes from `AutoModel.from_config(config.text_config)`: the kit's, which builds its
         # experts as linear layers when the wrapper is quantized.
-        config.text_config = kit_text_config(config.text_config)
-        if experts_need_linear_layers(config):
-            setattr(config.text_config, EXPERTS_AS_LINEARS, True)
+        ready_language_model_config(config)
         super().__init__(config)
 
 
