@@ -34,7 +34,7 @@ from .formats.errors import GGUFError, NativeCheckpointError
 from .formats.files import honour_umask, write_safetensors
 from .formats.gguf import GGUF_DTYPES, write_gguf
 from .formats.huggingface import HF_SAFETENSORS, fused_hf_tensors
-from .formats.native import PARAMS_FILE, read_params, write_native
+from .formats.native import PARAMS_FILE, write_native
 from .tokenizers.loading import TOKENIZER_FILE_PATTERN, kit_tokenizer_file, load_tokenizer
 
 LAYOUTS = ("hf", "native", "gguf")
@@ -101,7 +101,7 @@ def convert_checkpoint(
             if to == "native":
                 write_native(checkpoint.native_tensors, checkpoint.config, staging)
             else:
-                if read_params(source.path).get("vision_encoder") is not None:
+                if checkpoint.vision_left_out:
                     logger.warning(
                         "%s is a vision-language release (`vision_encoder` in %s): %s gets its text model only, "
                         "without the vision encoder (load the Hugging Face release for the whole model).",

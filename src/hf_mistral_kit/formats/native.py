@@ -189,7 +189,9 @@ class NativeCheckpoint(Checkpoint):
         try:
             _check_size(self.config, files, self.described_by)
             tensors = self._files.tensors
-            if params.get("vision_encoder") is not None:  # a vision-language release: its text model is loaded
+            # A vision-language release: its text model is loaded, the vision encoder left out.
+            self.vision_left_out = params.get("vision_encoder") is not None
+            if self.vision_left_out:
                 tensors = {key: tensor for key, tensor in tensors.items() if not key.startswith(VISION_PREFIXES)}
             self.native_tensors = unstack_experts(tensors, self.config, self.directory)
             self.check_tensors()
